@@ -1,0 +1,5 @@
+"""PyTorch implementation of 3D-AFF-ResNet (Liu et al. 2022), checked against ``reference_numpy``."""
+
+from .attention import AFF3D, CBAM, ECA, SE, create_attention, get_attention
+
+__all__ = ["AFF3D", "SE", "CBAM", "ECA", "create_attention", "get_attention"]

@@ -1,0 +1,103 @@
+"""3D-AFF: the Inner-Imaging 3D attentional feature fusion module (Liu et al. 2022), in PyTorch.
+
+Same math, same switches and same parameter names as ``reference_numpy.aff3d``, which defines it;
+tests hold the two equal to 1e-10 in float64. The module follows the project's attention interface:
+
+    attn(residual=U, shortcut=X_l) -> U * X_3D        (the block adds X_l: eq. 7)
+
+    M_c  = F_sq(U)                         (N, C, 1, 1)   eq. 4
+    M_s  = BN(conv_kxk(U (+) X_l))         (N, 1, H, W)   eq. 5
+    M_3D = M_c + M_s                       (N, C, H, W)   eq. 1
+    X_3D = sigma(W_2 delta(W_1 M_3D))      (N, C, H, W)   eqs. 2, 6
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from reference_numpy.designs import AFF3DDesign, resolve_design
+
+from .validation import check_pair
+
+
+class SpatialConv(nn.Module):
+    """F_conv of eq. 5: a k x k convolution to one channel, then batch norm (weights W')."""
+
+    def __init__(self, in_channels: int, kernel_size: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+class FeatureFusion(nn.Module):
+    """F_ex of eq. 6: 1x1 conv C -> C/d (W_1), ReLU (delta), 1x1 conv C/d -> C (W_2).
+
+    With ``norm`` each conv is a conv-BN "convolution block" (the paper's parameter counts);
+    without, the convs carry biases, as SE's fully connected layers do.
+    """
+
+    def __init__(self, channels: int, hidden: int, norm: bool = True):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, hidden, 1, bias=not norm)
+        self.bn1 = nn.BatchNorm2d(hidden) if norm else nn.Identity()
+        self.act = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(hidden, channels, 1, bias=not norm)
+        self.bn2 = nn.BatchNorm2d(channels) if norm else nn.Identity()
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.conv2(self.act(self.bn1(self.conv1(m)))))
+
+
+class AFF3D(nn.Module):
+    """3D-AFF attention for a residual block with ``channels`` output channels.
+
+    Args:
+        channels: C, the channels of U and X_l.
+        design: a name from ``reference_numpy.designs.DESIGNS`` (default ``"aff3d"``, the paper's
+            final design) or an ``AFF3DDesign``.
+        **switches: any design switch by keyword: ``reduction`` (d), ``kernel_size`` (k),
+            ``channel_input``, ``spatial_input``, ``merge``, ``fusion``, ``parallel_gate``,
+            ``fex_norm``.
+    """
+
+    def __init__(self, channels: int, design: str | AFF3DDesign = "aff3d", **switches):
+        super().__init__()
+        self.design = resolve_design(design, **switches)
+        self.channels = channels
+        d = self.design
+        self.spatial = SpatialConv(d.spatial_in_channels(channels), d.kernel_size) if d.has_spatial else None
+        self.fex = FeatureFusion(channels, d.hidden_channels(channels), norm=d.fex_norm)
+
+    def extra_repr(self) -> str:
+        d = self.design
+        return (
+            f"channels={self.channels}, d={d.reduction}, k={d.kernel_size}, channel={d.channel_input}, "
+            f"spatial={d.spatial_input}, merge={d.merge}, fusion={d.fusion}"
+        )
+
+    def spatial_input(self, U: torch.Tensor, X_l: torch.Tensor) -> torch.Tensor:
+        """U (+) X_l of eq. 5: [U, X_l] (N, 2C, H, W), U + X_l, or U alone."""
+        d = self.design
+        if d.spatial_input == "residual":
+            return U
+        return torch.cat([U, X_l], dim=1) if d.merge == "concat" else U + X_l
+
+    def forward(self, residual: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        U, X_l = residual, shortcut
+        check_pair("AFF3D", U, X_l, self.channels)
+        d = self.design
+        M_c = (U if d.channel_input == "residual" else U + X_l).mean(dim=(2, 3), keepdim=True)  # eq. 4
+        if self.spatial is None:  # SE: the channel vector alone goes through F_ex
+            return U * torch.sigmoid(self.fex(M_c))
+        M_s = self.spatial(self.spatial_input(U, X_l))  # eq. 5
+        if d.fusion == "parallel":  # Fig. 2(c)/(d): two gates, no F_ex over M_3D
+            a_c = torch.sigmoid(self.fex(M_c))
+            a_s = torch.sigmoid(M_s)
+            return U * a_c + U * a_s if d.parallel_gate == "sum" else U * a_c * a_s
+        M_3D = M_c + M_s  # eq. 1
+        X_3D = torch.sigmoid(self.fex(M_3D))  # eqs. 2, 6
+        return U * X_3D

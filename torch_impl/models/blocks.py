@@ -1,0 +1,120 @@
+"""Residual blocks that take any attention layer, after torchvision's ``models/resnet.py``.
+
+The plain blocks have torchvision's exact state_dict keys (conv1, bn1, ..., downsample.0/1), so
+torchvision's ImageNet weights load; the attention, when present, lives under ``attn``.
+Every attention layer is called as ``attn(residual, shortcut)`` and returns the gated residual;
+the block then adds the shortcut (eq. 7 of the 3D-AFF paper) and, post-activation, applies ReLU.
+
+    BasicBlock          ResNet-18/34
+    Bottleneck          ResNet-50/101/152, stride in the 3x3 conv (torchvision's "v1.5")
+    PreActBottleneck    CIFAR ResNet-164 (He et al. 2016, "Identity mappings in deep residual networks")
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+AttnLayer = Callable[[int], nn.Module] | None
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+
+
+def projection(in_planes: int, out_planes: int, stride: int) -> nn.Sequential | None:
+    """torchvision's downsample: 1x1 conv (stride) + BN, when the shape changes; else None."""
+    if stride == 1 and in_planes == out_planes:
+        return None
+    return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, attn_layer: AttnLayer = None):
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.attn = attn_layer(planes) if attn_layer is not None else None
+        self.downsample = projection(inplanes, planes, stride)
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))  # U = F_tr(X_l), eq. 3
+        if self.attn is not None:
+            out = self.attn(out, identity)
+        return self.relu(out + identity)  # eq. 7, then ReLU
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, attn_layer: AttnLayer = None):
+        super().__init__()
+        width = planes
+        out_planes = planes * self.expansion
+        self.conv1 = conv1x1(inplanes, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, out_planes)
+        self.bn3 = nn.BatchNorm2d(out_planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.attn = attn_layer(out_planes) if attn_layer is not None else None
+        self.downsample = projection(inplanes, out_planes, stride)
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))  # U = F_tr(X_l), eq. 3
+        if self.attn is not None:
+            out = self.attn(out, identity)
+        return self.relu(out + identity)  # eq. 7, then ReLU
+
+
+class PreActBottleneck(nn.Module):
+    """BN-ReLU-conv1x1, BN-ReLU-conv3x3 (stride), BN-ReLU-conv1x1; no ReLU after the sum.
+
+    A projecting block's shortcut is a 1x1 conv (stride) over the pre-activated input.
+    """
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, attn_layer: AttnLayer = None):
+        super().__init__()
+        out_planes = planes * self.expansion
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.conv1 = conv1x1(inplanes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn3 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, out_planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.attn = attn_layer(out_planes) if attn_layer is not None else None
+        needs_projection = stride != 1 or inplanes != out_planes
+        self.downsample = conv1x1(inplanes, out_planes, stride) if needs_projection else None
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.relu(self.bn1(x))
+        identity = x if self.downsample is None else self.downsample(a)
+        out = self.conv1(a)
+        out = self.conv2(self.relu(self.bn2(out)))
+        out = self.conv3(self.relu(self.bn3(out)))  # U = F_tr(X_l), eq. 3
+        if self.attn is not None:
+            out = self.attn(out, identity)
+        return out + identity  # eq. 7
