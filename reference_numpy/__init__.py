@@ -23,6 +23,7 @@ from .aff3d import (
 )
 from .blocks import basic_block, bottleneck, preact_bottleneck
 from .designs import DESIGNS, AFF3DDesign, resolve_design
+from .network import NetworkSpec, infer_spec, resnet_forward
 
 __all__ = [
     "AFF3DDesign",
@@ -39,4 +40,7 @@ __all__ = [
     "basic_block",
     "bottleneck",
     "preact_bottleneck",
+    "NetworkSpec",
+    "infer_spec",
+    "resnet_forward",
 ]

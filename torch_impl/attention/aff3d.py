@@ -9,6 +9,16 @@ tests hold the two equal to 1e-10 in float64. The module follows the project's a
     M_s  = BN(conv_kxk(U (+) X_l))         (N, 1, H, W)   eq. 5
     M_3D = M_c + M_s                       (N, C, H, W)   eq. 1
     X_3D = sigma(W_2 delta(W_1 M_3D))      (N, C, H, W)   eqs. 2, 6
+
+Two implementations of the same function, chosen by ``impl``:
+
+    "fast" (default)   ``aff3d_fast``: exact algebra that skips the concatenation, the first F_ex
+                       convolution over the C x H x W map and the stored M_3D / X_3D maps; BN
+                       folded at inference; a memory-saving autograd Function in training; a
+                       fused Triton kernel for the gate on CUDA.
+    "reference"        ``forward_reference`` below: the equations written as they read.
+
+Both match ``reference_numpy`` to 1e-10 in float64 (tests/test_fast_path.py).
 """
 
 from __future__ import annotations
@@ -18,7 +28,10 @@ from torch import nn
 
 from reference_numpy.designs import AFF3DDesign, resolve_design
 
+from . import aff3d_fast
 from .validation import check_pair
+
+IMPLS = ("fast", "reference")
 
 
 class SpatialConv(nn.Module):
@@ -59,13 +72,18 @@ class AFF3D(nn.Module):
         channels: C, the channels of U and X_l.
         design: a name from ``reference_numpy.designs.DESIGNS`` (default ``"aff3d"``, the paper's
             final design) or an ``AFF3DDesign``.
+        impl: ``"fast"`` (default) or ``"reference"``, see the module docstring; an attribute,
+            so ``module.impl = "reference"`` switches an existing module.
         **switches: any design switch by keyword: ``reduction`` (d), ``kernel_size`` (k),
             ``channel_input``, ``spatial_input``, ``merge``, ``fusion``, ``parallel_gate``,
             ``fex_norm``.
     """
 
-    def __init__(self, channels: int, design: str | AFF3DDesign = "aff3d", **switches):
+    def __init__(self, channels: int, design: str | AFF3DDesign = "aff3d", impl: str = "fast", **switches):
         super().__init__()
+        if impl not in IMPLS:
+            raise ValueError(f"AFF3D impl: expected one of {list(IMPLS)}, got {impl!r}")
+        self.impl = impl
         self.design = resolve_design(design, **switches)
         self.channels = channels
         d = self.design
@@ -76,8 +94,12 @@ class AFF3D(nn.Module):
         d = self.design
         return (
             f"channels={self.channels}, d={d.reduction}, k={d.kernel_size}, channel={d.channel_input}, "
-            f"spatial={d.spatial_input}, merge={d.merge}, fusion={d.fusion}"
+            f"spatial={d.spatial_input}, merge={d.merge}, fusion={d.fusion}, impl={self.impl}"
         )
+
+    def __setstate__(self, state):  # modules pickled before ``impl`` existed load as "fast"
+        state.setdefault("impl", "fast")
+        super().__setstate__(state)
 
     def spatial_input(self, U: torch.Tensor, X_l: torch.Tensor) -> torch.Tensor:
         """U (+) X_l of eq. 5: [U, X_l] (N, 2C, H, W), U + X_l, or U alone."""
@@ -87,6 +109,33 @@ class AFF3D(nn.Module):
         return torch.cat([U, X_l], dim=1) if d.merge == "concat" else U + X_l
 
     def forward(self, residual: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """The gated residual U * X_3D (the block adds X_l: eq. 7)."""
+        check_pair("AFF3D", residual, shortcut, self.channels)
+        if self.impl == "fast":
+            return aff3d_fast.fast_forward(self, residual, shortcut)
+        return self.forward_reference(residual, shortcut)
+
+    def gate_add_relu(
+        self, residual: torch.Tensor, shortcut: torch.Tensor, relu: bool = True, norm: nn.Module | None = None
+    ) -> torch.Tensor:
+        """The block's tail in one call: relu(U * X_3D + X_l) (or without relu), U = norm(residual).
+
+        Equal to ``relu(self(norm(residual), shortcut) + shortcut)``. Passing the block's last
+        batch norm as ``norm`` (and its input as ``residual``) lets the fast path apply it on the
+        fly and recompute U in backward instead of storing it: the training memory of a
+        3D-AFF-ResNet then stays close to the plain ResNet's.
+        """
+        if norm is not None and norm.num_features != self.channels:
+            raise ValueError(f"AFF3D.gate_add_relu: norm has {norm.num_features} channels, expected {self.channels}")
+        check_pair("AFF3D", residual, shortcut, self.channels)
+        if self.impl == "fast":
+            return aff3d_fast.fast_forward(self, residual, shortcut, norm=norm, add=True, relu=relu)
+        U = residual if norm is None else norm(residual)
+        out = self.forward_reference(U, shortcut) + shortcut
+        return torch.relu(out) if relu else out
+
+    def forward_reference(self, residual: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """The straightforward path: eqs. 4, 5, 1, 6, 2 as written, then U * X_3D."""
         U, X_l = residual, shortcut
         check_pair("AFF3D", U, X_l, self.channels)
         d = self.design

@@ -1,5 +1,22 @@
 """Networks: residual blocks that take any attention layer, and the ResNets built from them."""
 
 from .blocks import BasicBlock, Bottleneck, PreActBottleneck
+from .registry import ARCHITECTURES, ModelName, attention_layer, create_model, list_models, parse_model_name
+from .resnet import RESNET_LAYERS, ResNet, resnet
+from .resnet_cifar import PreActResNetCIFAR
 
-__all__ = ["BasicBlock", "Bottleneck", "PreActBottleneck"]
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "PreActBottleneck",
+    "ResNet",
+    "resnet",
+    "RESNET_LAYERS",
+    "PreActResNetCIFAR",
+    "ARCHITECTURES",
+    "ModelName",
+    "attention_layer",
+    "create_model",
+    "list_models",
+    "parse_model_name",
+]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 AttnLayer = Callable[[int], nn.Module] | None
@@ -35,6 +36,23 @@ def projection(in_planes: int, out_planes: int, stride: int) -> nn.Sequential | 
     return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
 
 
+def residual_tail(
+    attn: nn.Module | None, out: torch.Tensor, norm: nn.Module | None, identity: torch.Tensor, relu: bool
+) -> torch.Tensor:
+    """U = norm(out) (eq. 3's last step); X_{l+1} = attn(U, X_l) + X_l (eq. 7), then ReLU if ``relu``.
+
+    An attention layer with a ``gate_add_relu`` method (3D-AFF's fast path) does all of it in one
+    call, applying ``norm`` on the fly so that U is recomputed in backward rather than stored.
+    """
+    if attn is not None and hasattr(attn, "gate_add_relu"):
+        return attn.gate_add_relu(out, identity, relu=relu, norm=norm)
+    U = out if norm is None else norm(out)
+    if attn is not None:
+        U = attn(U, identity)
+    out = U + identity
+    return F.relu(out) if relu else out
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
@@ -52,10 +70,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))  # U = F_tr(X_l), eq. 3
-        if self.attn is not None:
-            out = self.attn(out, identity)
-        return self.relu(out + identity)  # eq. 7, then ReLU
+        return residual_tail(self.attn, self.conv2(out), self.bn2, identity, relu=True)
 
 
 class Bottleneck(nn.Module):
@@ -80,10 +95,7 @@ class Bottleneck(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))  # U = F_tr(X_l), eq. 3
-        if self.attn is not None:
-            out = self.attn(out, identity)
-        return self.relu(out + identity)  # eq. 7, then ReLU
+        return residual_tail(self.attn, self.conv3(out), self.bn3, identity, relu=True)
 
 
 class PreActBottleneck(nn.Module):
@@ -115,6 +127,4 @@ class PreActBottleneck(nn.Module):
         out = self.conv1(a)
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))  # U = F_tr(X_l), eq. 3
-        if self.attn is not None:
-            out = self.attn(out, identity)
-        return out + identity  # eq. 7
+        return residual_tail(self.attn, out, None, identity, relu=False)

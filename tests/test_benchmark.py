@@ -1,0 +1,83 @@
+"""``python -m torch_impl.benchmark`` runs on a fresh install and writes what it promises.
+
+A smoke run on CPU at a tiny image size (the numbers are not checked, only their presence and
+consistency); the CUDA section runs only where a GPU is.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from torch_impl import benchmark
+
+
+def _tiny(tmp_path: Path, *extra: str) -> list[str]:
+    return ["--device", "cpu", "--quick", "--reps", "2", "--image-size", "32", "--cpu-batch", "2",
+            "--out", str(tmp_path / "bench"), *extra]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("bench")
+    return tmp_path, benchmark.main(_tiny(tmp_path))
+
+
+def test_cpu_smoke_run_writes_json_chart_and_table(smoke_run):
+    tmp_path, results = smoke_run
+    res = json.loads((tmp_path / "bench_cpu.json").read_text())
+    assert res == json.loads(json.dumps(results["cpu"]))
+    assert set(res["latency_b1_ms"]) == set(benchmark.MODELS)
+    assert res["latency_b1_ratio"]["resnet50"] == 1.0
+    for name in benchmark.MODELS:
+        assert len(res["latency_b1_samples_ms"][name]) == 2
+        assert res["latency_b1_ms"][name] > 0 and res["throughput_b2_img_s"][name] > 0
+        expected = res["latency_b1_ms"][name] / res["latency_b1_ms"]["resnet50"]
+        assert abs(res["latency_b1_ratio"][name] - expected) < 1e-9
+    # both 3D-AFF paths compute the same network
+    assert res["fast_vs_reference_max_abs_diff"] < 1e-3
+    assert res["machine"]["cpu"] and res["threads"] == 2
+    png = (tmp_path / "bench.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tmp_path / "bench.md").read_text()
+    assert "3D-AFF-ResNet-50, fast" in md and "CPU inference" in md
+
+
+def test_section_files_combine_into_one_report(smoke_run):
+    """A CUDA section written on another machine joins the CPU one in the table and the chart."""
+    tmp_path, _ = smoke_run
+    models = benchmark.MODELS
+    fake_cuda = {
+        "section": "cuda", "batch": 256, "image_size": 224, "reps": 1, "steps_per_rep": 1,
+        "train_img_s": dict(zip(models, (3000.0, 2800.0, 1500.0, 2750.0))),
+        "peak_memory_gib": dict(zip(models, (20.0, 21.0, 40.0, 22.0))),
+        "machine": {"gpu": "test GPU", "torch": "x", "triton": "y", "date": "today"},
+        "fused_block_tail": True,
+    }
+    fake_cuda["train_time_ratio"] = benchmark._ratios(fake_cuda["train_img_s"], True)
+    fake_cuda["peak_memory_ratio"] = benchmark._ratios(fake_cuda["peak_memory_gib"], False)
+    assert fake_cuda["train_time_ratio"]["aff3d_resnet50_reference"] == 2.0
+    (tmp_path / "bench_cuda.json").write_text(json.dumps(fake_cuda))
+    sections = benchmark._load_sections(tmp_path / "bench")
+    assert set(sections) == {"cpu", "cuda"}
+    md = benchmark.write_markdown(tmp_path / "bench", sections).read_text()
+    assert "CUDA training (test GPU" in md and "| 3D-AFF-ResNet-50, fast | 2750 | 1.091 |" in md
+    assert benchmark.write_chart(tmp_path / "bench", sections).stat().st_size > 0
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--reps", "0"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            benchmark.parse_args(["--device", "cuda"])
+
+
+def test_module_runs_as_a_command(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "torch_impl.benchmark", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "--quick" in res.stdout and "--reps" in res.stdout

@@ -1,0 +1,254 @@
+"""The 3D-AFF-ResNet(-FPN) backbones in detectron2, its options, the shapes data set and train_net."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("detectron2", reason="detectron2 is not installed (see detectron2_ext/README.md)")
+pytestmark = pytest.mark.detectron2
+
+import torch  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.evaluation import COCOEvaluator  # noqa: E402
+from detectron2.layers import FrozenBatchNorm2d, ShapeSpec  # noqa: E402
+from detectron2.modeling import BACKBONE_REGISTRY  # noqa: E402
+from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone  # noqa: E402
+from detectron2.modeling.backbone.resnet import build_resnet_backbone  # noqa: E402
+from detectron2.structures import BitMasks, Boxes, BoxMode, Instances  # noqa: E402
+from torch import nn  # noqa: E402
+
+from detectron2_ext.backbone import build_aff3d_resnet_backbone, build_aff3d_resnet_fpn_backbone  # noqa: E402
+from detectron2_ext.blocks import AFF3DBasicBlock, AFF3DBottleneckBlock  # noqa: E402
+from detectron2_ext.config import add_aff3d_config, add_shapes_config  # noqa: E402
+from torch_impl.attention import AFF3D, SE  # noqa: E402
+
+STAGES = ["res2", "res3", "res4", "res5"]
+
+
+def make_cfg(*opts):
+    cfg = get_cfg()
+    add_aff3d_config(cfg)
+    add_shapes_config(cfg)
+    cfg.merge_from_list(["MODEL.RESNETS.OUT_FEATURES", STAGES, "MODEL.FPN.IN_FEATURES", STAGES, *opts])
+    return cfg
+
+
+def build(cfg, fpn=True):
+    torch.manual_seed(0)
+    builder = build_aff3d_resnet_fpn_backbone if fpn else build_aff3d_resnet_backbone
+    return builder(cfg, ShapeSpec(channels=3))
+
+
+def blocks(resnet):
+    return [b for stage in resnet.stages for b in stage]
+
+
+def test_builders_are_registered():
+    assert BACKBONE_REGISTRY.get("build_aff3d_resnet_backbone") is build_aff3d_resnet_backbone
+    assert BACKBONE_REGISTRY.get("build_aff3d_resnet_fpn_backbone") is build_aff3d_resnet_fpn_backbone
+
+
+@pytest.mark.parametrize(
+    "fpn, opts",
+    [
+        (True, []),  # FrozenBN, FREEZE_AT 2, stride in 1x1 (detectron2's defaults)
+        (True, ["MODEL.RESNETS.STRIDE_IN_1X1", False, "MODEL.BACKBONE.FREEZE_AT", 0]),
+        (False, ["MODEL.RESNETS.NORM", "GN", "MODEL.RESNETS.RES5_DILATION", 2, "MODEL.BACKBONE.FREEZE_AT", 3]),
+        (False, ["MODEL.RESNETS.NORM", "SyncBN", "MODEL.RESNETS.DEPTH", 101]),
+        (False, ["MODEL.RESNETS.NORM", "BN", "MODEL.RESNETS.NUM_GROUPS", 32, "MODEL.RESNETS.WIDTH_PER_GROUP", 4]),
+    ],
+    ids=["FPN-defaults", "FPN-stride3x3-unfrozen", "GN-dilation-freeze3", "SyncBN-R101", "BN-ResNeXt"],
+)
+def test_without_attention_it_is_detectron2s_backbone(fpn, opts):
+    """ATTENTION none reproduces detectron2's own builders: keys, shapes, types, frozen params, outputs."""
+    cfg = make_cfg("MODEL.AFF3D.ATTENTION", "none", *opts)
+    reference = build_resnet_fpn_backbone if fpn else build_resnet_backbone
+    ours, theirs = build(cfg, fpn), reference(cfg, ShapeSpec(channels=3))
+    s_ours, s_theirs = ours.state_dict(), theirs.state_dict()
+    assert list(s_ours) == list(s_theirs)
+    assert all(s_ours[k].shape == s_theirs[k].shape for k in s_ours)
+    assert [type(m) for m in ours.modules() if not isinstance(m, AFF3DBottleneckBlock)] == [
+        type(m) for m in theirs.modules() if type(m).__name__ != "BottleneckBlock"
+    ]
+    assert [(n, p.requires_grad) for n, p in ours.named_parameters()] == [
+        (n, p.requires_grad) for n, p in theirs.named_parameters()
+    ]
+    assert ours.output_shape() == theirs.output_shape()
+    ours.load_state_dict(s_theirs)
+    ours.eval(), theirs.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out_ours, out_theirs = ours(x), theirs(x)
+    for name in out_theirs:
+        torch.testing.assert_close(out_ours[name], out_theirs[name], rtol=0, atol=0)
+
+
+def test_every_block_carries_3d_aff_with_the_configured_switches():
+    cfg = make_cfg("MODEL.AFF3D.KERNEL_SIZE", 5, "MODEL.AFF3D.REDUCTION", 8, "MODEL.AFF3D.DESIGN", "aff3d_sum")
+    resnet = build(cfg, fpn=False)
+    all_blocks = blocks(resnet)
+    assert len(all_blocks) == 16
+    for block in all_blocks:
+        assert isinstance(block, AFF3DBottleneckBlock) and isinstance(block.attn, AFF3D)
+        d = block.attn.design
+        assert (d.kernel_size, d.reduction, d.merge) == (5, 8, "sum")
+        assert block.attn.channels == block.out_channels
+        assert block.attn.spatial.conv.kernel_size == (5, 5)
+        assert block.attn.fex.conv1.out_channels == block.out_channels // 8
+
+
+def test_se_is_torch_impls_se():
+    resnet = build(make_cfg("MODEL.AFF3D.ATTENTION", "se", "MODEL.AFF3D.REDUCTION", 16), fpn=False)
+    for block in blocks(resnet):
+        assert type(block.attn) is SE
+        assert block.attn.fc1.out_channels == block.out_channels // 16
+
+
+@pytest.mark.parametrize(
+    "norm, attn_norm, frozen_type, live_type",
+    [
+        ("FrozenBN", "", FrozenBatchNorm2d, FrozenBatchNorm2d),
+        ("BN", "", FrozenBatchNorm2d, nn.BatchNorm2d),
+        ("GN", "", nn.GroupNorm, nn.GroupNorm),
+        ("FrozenBN", "BN", FrozenBatchNorm2d, nn.BatchNorm2d),
+    ],
+)
+def test_attention_norms_follow_the_backbone_and_freeze_with_it(norm, attn_norm, frozen_type, live_type):
+    """FREEZE_AT 2 freezes stem and res2, attention included; res3-res5 attention uses the norm."""
+    cfg = make_cfg("MODEL.RESNETS.NORM", norm, "MODEL.AFF3D.NORM", attn_norm, "MODEL.BACKBONE.FREEZE_AT", 2)
+    resnet = build(cfg, fpn=False)
+    for stage in resnet.stages:
+        frozen = stage is resnet.res2
+        for block in stage:
+            norms = [block.attn.spatial.bn, block.attn.fex.bn1, block.attn.fex.bn2]
+            assert all(type(n) is (frozen_type if frozen else live_type) for n in norms), [type(n) for n in norms]
+            assert all(p.requires_grad is not frozen for p in block.attn.parameters())
+    if norm == "GN":  # a single-channel map and C/d channels: gcd(32, C) groups
+        block = resnet.res3[0]
+        assert block.attn.spatial.bn.num_groups == 1 and block.attn.fex.bn1.num_groups == 32
+
+
+def test_res5_dilation_and_stride_in_1x1():
+    cfg = make_cfg("MODEL.RESNETS.RES5_DILATION", 2, "MODEL.RESNETS.STRIDE_IN_1X1", True)
+    resnet = build(cfg, fpn=False)
+    assert {k: v.stride for k, v in resnet.output_shape().items()} == {"res2": 4, "res3": 8, "res4": 16, "res5": 16}
+    assert resnet.res5[0].conv2.dilation == (2, 2)
+    assert resnet.res3[0].conv1.stride == (2, 2) and resnet.res3[0].conv2.stride == (1, 1)
+    with torch.no_grad():
+        out = resnet.eval()(torch.randn(1, 3, 64, 64))
+    assert out["res5"].shape == (1, 2048, 4, 4)
+
+
+def test_resnet18_uses_basic_blocks_with_attention():
+    cfg = make_cfg("MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.AFF3D.ATTENTION", "aff3d")
+    resnet = build(cfg, fpn=False)
+    assert all(isinstance(b, AFF3DBasicBlock) and isinstance(b.attn, AFF3D) for b in blocks(resnet))
+    assert resnet.output_shape()["res5"].channels == 512
+
+
+def test_gradients_reach_the_attention():
+    cfg = make_cfg("MODEL.RESNETS.NORM", "BN", "MODEL.BACKBONE.FREEZE_AT", 0, "MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64)
+    fpn = build(cfg).train()
+    sum(f.square().mean() for f in fpn(torch.randn(2, 3, 64, 64)).values()).backward()
+    for block in blocks(fpn.bottom_up):
+        assert block.attn.spatial.conv.weight.grad.abs().sum() > 0
+        assert block.attn.fex.conv2.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "opts, match",
+    [
+        (["MODEL.AFF3D.ATTENTION", "bam"], "MODEL.AFF3D.ATTENTION"),
+        (["MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, True, True, True]], "DEFORM_ON_PER_STAGE"),
+        (["MODEL.RESNETS.RES5_DILATION", 4], "RES5_DILATION"),
+        (["MODEL.RESNETS.DEPTH", 34], "RES2_OUT_CHANNELS"),
+        (["MODEL.RESNETS.DEPTH", 42], "DEPTH"),
+        (["MODEL.AFF3D.DESIGN", "nonsense"], "nonsense"),
+        (["MODEL.AFF3D.NORM", "XN"], "XN"),
+    ],
+)
+def test_bad_options_are_value_errors(opts, match):
+    with pytest.raises((ValueError, KeyError), match=match):
+        build(make_cfg(*opts), fpn=False)
+
+
+# ----------------------------------------------------------------------------- data and evaluation
+
+
+def test_shapes_register_and_evaluate_ground_truth_at_ap_100(tmp_path):
+    """shapes_val through detectron2's loader and COCOEvaluator: GT as predictions scores AP 100."""
+    from detectron2_ext.data_catalog import register_shapes
+
+    cfg = make_cfg("DATASETS.SHAPES.NUM_TRAIN", 2, "DATASETS.SHAPES.NUM_VAL", 3, "DATASETS.SHAPES.IMAGE_SIZE", 64)
+    paths = register_shapes(cfg, root=tmp_path)
+    assert set(paths) == {"shapes_train", "shapes_val"}
+    dicts = DatasetCatalog.get("shapes_val")
+    assert len(dicts) == 3 and MetadataCatalog.get("shapes_val").evaluator_type == "coco"
+    assert MetadataCatalog.get("shapes_val").thing_classes[0] == "circle"
+
+    evaluator = COCOEvaluator("shapes_val", tasks=("bbox", "segm"), output_dir=str(tmp_path / "eval"))
+    evaluator.reset()
+    for d in dicts:
+        anns = d["annotations"]
+        inst = Instances((d["height"], d["width"]))
+        inst.pred_boxes = Boxes(torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]))
+        inst.scores = torch.ones(len(anns))
+        inst.pred_classes = torch.tensor([a["category_id"] for a in anns])  # contiguous 0-based ids
+        polygons = [a["segmentation"] for a in anns]
+        inst.pred_masks = BitMasks.from_polygon_masks(polygons, d["height"], d["width"]).tensor
+        evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
+    results = evaluator.evaluate()
+    for task in ("bbox", "segm"):
+        assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(results[task])
+        assert results[task]["AP"] == pytest.approx(100.0)
+
+
+def test_coco_2017_is_detectron2s_registration_and_missing_files_are_named(tmp_path):
+    from detectron2_ext.data_catalog import check_dataset_files
+
+    assert MetadataCatalog.get("coco_2017_train").json_file.endswith("coco/annotations/instances_train2017.json")
+    assert MetadataCatalog.get("coco_2017_val").image_root.endswith("coco/val2017")
+    MetadataCatalog.get("missing_set").set(json_file=str(tmp_path / "none.json"), image_root=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="missing_set.*DETECTRON2_DATASETS"):
+        check_dataset_files(["missing_set"])
+    MetadataCatalog.remove("missing_set")
+
+
+def test_train_net_trains_and_reports_box_and_mask_ap(tmp_path, monkeypatch):
+    """train_net.py end to end on the smoke config, shrunk to 2 iterations on 64 px images."""
+    from pathlib import Path
+
+    from detectron2.engine import default_argument_parser
+
+    from detectron2_ext import train_net
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
+    config = Path(__file__).parents[1] / "detectron2_ext/configs/smoke/mask_rcnn_AFF3D_R_50_FPN_shapes.yaml"
+    opts = {
+        "SOLVER.MAX_ITER": 2,
+        "SOLVER.IMS_PER_BATCH": 2,
+        "DATASETS.SHAPES.NUM_TRAIN": 4,
+        "DATASETS.SHAPES.NUM_VAL": 2,
+        "DATASETS.SHAPES.IMAGE_SIZE": 64,
+        "INPUT.MIN_SIZE_TRAIN": "(64,)",
+        "INPUT.MAX_SIZE_TRAIN": 64,
+        "INPUT.MIN_SIZE_TEST": 64,
+        "INPUT.MAX_SIZE_TEST": 64,
+        "DATALOADER.NUM_WORKERS": 0,
+        "OUTPUT_DIR": str(tmp_path / "out"),
+    }
+    args = default_argument_parser().parse_args(
+        ["--config-file", str(config), *[str(x) for kv in opts.items() for x in kv]]
+    )
+    train_net.main(args)
+    # the evaluation at the end of training lands in metrics.json, as bbox/AP, segm/AP50, ...
+    metrics = {}
+    for line in (tmp_path / "out" / "metrics.json").read_text().splitlines():
+        metrics.update(json.loads(line))
+    for task in ("bbox", "segm"):
+        assert {f"{task}/{k}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")} <= set(metrics)
+    assert (tmp_path / "datasets" / "shapes" / "val_s64_n2_seed0_obj1-4" / "annotations.json").is_file()
+    assert (tmp_path / "out" / "model_final.pth").is_file()

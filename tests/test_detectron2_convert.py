@@ -1,0 +1,175 @@
+"""torch_impl / torchvision ResNet checkpoint -> detectron2 checkpoint.
+
+The key mapping is tested always; the numerical test (converted backbone's res2-res5 equal
+torch_impl's layer1-layer4, with the paper configs' input conventions) needs detectron2.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from detectron2_ext import convert_checkpoint as cc
+from torch_impl import create_model
+
+NORM_PARAMS = ("weight", "bias", "running_mean", "running_var")
+ATTN_KEYS = [  # torch_impl.attention.AFF3D's state_dict, kept verbatim under ``attn``
+    "spatial.conv.weight",
+    *(f"spatial.bn.{p}" for p in NORM_PARAMS),
+    "fex.conv1.weight",
+    *(f"fex.bn1.{p}" for p in NORM_PARAMS),
+    "fex.conv2.weight",
+    *(f"fex.bn2.{p}" for p in NORM_PARAMS),
+]
+
+
+def detectron2_resnet50_keys(attn_keys=()) -> set[str]:
+    """detectron2's ResNet-50 state_dict names (FrozenBN), written out from its layout."""
+    keys = {"stem.conv1.weight", *(f"stem.conv1.norm.{p}" for p in NORM_PARAMS)}
+    for stage, blocks in zip(range(2, 6), (3, 4, 6, 3)):
+        for i in range(blocks):
+            convs = ["conv1", "conv2", "conv3"] + (["shortcut"] if i == 0 else [])
+            for conv in convs:
+                keys.add(f"res{stage}.{i}.{conv}.weight")
+                keys.update(f"res{stage}.{i}.{conv}.norm.{p}" for p in NORM_PARAMS)
+            keys.update(f"res{stage}.{i}.attn.{k}" for k in attn_keys)
+    return keys
+
+
+@pytest.fixture(scope="module")
+def aff3d_r50_state():
+    torch.manual_seed(0)
+    return create_model("aff3d_resnet50").state_dict()
+
+
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("conv1.weight", "stem.conv1.weight"),
+        ("bn1.running_mean", "stem.conv1.norm.running_mean"),
+        ("layer1.0.conv2.weight", "res2.0.conv2.weight"),
+        ("layer2.3.bn3.bias", "res3.3.conv3.norm.bias"),
+        ("layer3.0.downsample.0.weight", "res4.0.shortcut.weight"),
+        ("layer4.0.downsample.1.running_var", "res5.0.shortcut.norm.running_var"),
+        ("layer4.2.attn.fex.bn1.weight", "res5.2.attn.fex.bn1.weight"),
+        ("layer1.0.attn.fc1.bias", "res2.0.attn.fc1.bias"),
+        ("fc.weight", None),
+        ("layer1.0.bn1.num_batches_tracked", None),
+        ("bn1.num_batches_tracked", None),
+    ],
+)
+def test_convert_key(key, expected):
+    assert cc.convert_key(key) == expected
+
+
+@pytest.mark.parametrize("key", ["bn.weight", "layer5.0.conv1.weight", "layer1.0.conv4.weight", "head.weight", "layer1.0.bn1.foo"])
+def test_unknown_key_is_a_value_error(key):
+    with pytest.raises(ValueError, match="cannot convert key"):
+        cc.convert_key(key)
+
+
+def test_aff3d_resnet50_maps_onto_detectron2_names(aff3d_r50_state):
+    out = cc.convert_state_dict(aff3d_r50_state)
+    assert set(out) == detectron2_resnet50_keys(ATTN_KEYS)
+    # every tensor is carried over unchanged: the renaming is a bijection on the kept keys
+    kept = {k: v for k, v in aff3d_r50_state.items() if not k.startswith("fc.") and "num_batches" not in k}
+    assert len(kept) == len(out)
+    for key, value in kept.items():
+        assert out[cc.convert_key(key)] is value
+
+
+def test_torchvision_resnet50_converts():
+    state = torchvision.models.resnet50().state_dict()
+    assert set(cc.convert_state_dict(state)) == detectron2_resnet50_keys()
+
+
+def test_ddp_prefix_is_removed():
+    state = {f"module.{k}": v for k, v in torchvision.models.resnet18().state_dict().items()}
+    out = cc.convert_state_dict(state)
+    assert "stem.conv1.weight" in out and "res5.1.conv2.norm.running_var" in out
+
+
+def test_cifar_network_is_refused():
+    with pytest.raises(ValueError, match="CIFAR"):
+        cc.convert_state_dict(create_model("resnet20_cifar").state_dict())
+
+
+def test_convert_checkpoint_writes_a_detectron2_file(tmp_path, aff3d_r50_state):
+    src = tmp_path / "aff3d_resnet50.pth"
+    torch.save({"model": aff3d_r50_state, "epoch": 3}, src)  # a training checkpoint
+    dst = tmp_path / "out" / "aff3d_resnet50.d2.pth"
+    assert cc.main([str(src), str(dst)]) == 0
+    loaded = torch.load(dst, map_location="cpu", weights_only=True)
+    assert loaded["matching_heuristics"] is True
+    assert loaded["required_config"]["INPUT.FORMAT"] == "RGB"
+    assert set(loaded["model"]) == detectron2_resnet50_keys(ATTN_KEYS)
+    torch.testing.assert_close(loaded["model"]["res4.2.attn.spatial.conv.weight"], aff3d_r50_state["layer3.2.attn.spatial.conv.weight"])
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["aff3d_resnet50.d2.pth"]  # no temporary left
+
+
+def test_pixel_statistics_are_torchvision_normalize_in_0_255():
+    assert cc.PIXEL_MEAN == (123.675, 116.28, 103.53)
+    assert cc.PIXEL_STD == (58.395, 57.12, 57.375)
+    x = torch.rand(3, 4, 4) * 255
+    mean, std = torch.tensor(cc.PIXEL_MEAN)[:, None, None], torch.tensor(cc.PIXEL_STD)[:, None, None]
+    expected = torchvision.transforms.Normalize(cc.IMAGENET_MEAN, cc.IMAGENET_STD)(x / 255)
+    torch.testing.assert_close((x - mean) / std, expected)
+
+
+# ----------------------------------------------------------------------------- with detectron2
+
+
+@pytest.fixture(scope="module")
+def d2():
+    return pytest.importorskip("detectron2", reason="detectron2 is not installed (see detectron2_ext/README.md)")
+
+
+@pytest.mark.detectron2
+@pytest.mark.parametrize("name", ["aff3d_resnet50", "se_resnet50"])
+def test_converted_backbone_equals_torch_impl_stages(d2, tmp_path, randomize_bn, name):
+    """res2..res5 of the detectron2 model built from a paper config == layer1..layer4 of torch_impl.
+
+    The image goes in as detectron2 takes it (0-255, RGB, the config's PIXEL_MEAN/STD) and as
+    torch_impl takes it (ToTensor + Normalize): the converter and the configs must agree. In float64:
+    the two paths round differently, and with random weights and BN statistics the network
+    amplifies rounding about tenfold per block, which float32 would blur into the tolerance.
+    """
+    from pathlib import Path
+
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from detectron2_ext import backbone  # noqa: F401
+    from detectron2_ext.config import add_aff3d_config
+
+    torch.manual_seed(0)
+    net = randomize_bn(create_model(name)).eval()
+    weights = tmp_path / f"{name}.d2.pth"
+    cc.convert_checkpoint(net.state_dict(), weights)
+    net.double()
+
+    prefix = "AFF3D_R_50" if name.startswith("aff3d") else "SE_R_50"
+    config = Path(__file__).parents[1] / f"detectron2_ext/configs/COCO-InstanceSegmentation/mask_rcnn_{prefix}_FPN_1x.yaml"
+    cfg = get_cfg()
+    add_aff3d_config(cfg)
+    cfg.merge_from_file(str(config))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights)])
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    model.double()
+    # the config's statistics in float64 (the float32 buffers carry rounding of order 1e-7)
+    model.pixel_mean.copy_(torch.tensor(cfg.MODEL.PIXEL_MEAN, dtype=torch.float64).view(-1, 1, 1))
+    model.pixel_std.copy_(torch.tensor(cfg.MODEL.PIXEL_STD, dtype=torch.float64).view(-1, 1, 1))
+
+    image = torch.randint(0, 256, (64, 96, 3), dtype=torch.uint8)  # H, W, RGB; multiple of 32: no padding
+    with torch.no_grad():
+        images = model.preprocess_image([{"image": image.permute(2, 0, 1)}])  # as DatasetMapper gives it
+        features = model.backbone.bottom_up(images.tensor)
+        x = torchvision.transforms.functional.normalize(image.permute(2, 0, 1)[None].double() / 255, cc.IMAGENET_MEAN, cc.IMAGENET_STD)
+        x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        for stage, layer in zip(("res2", "res3", "res4", "res5"), (net.layer1, net.layer2, net.layer3, net.layer4)):
+            x = layer(x)
+            # relative to the stage's scale: this random network amplifies rounding ~10x per block
+            torch.testing.assert_close(features[stage], x, rtol=0, atol=1e-5 * x.abs().max().item())

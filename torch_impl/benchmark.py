@@ -1,0 +1,432 @@
+"""What 3D-AFF costs over ResNet-50: ``python -m torch_impl.benchmark``.
+
+One process, all models built up front, repetitions interleaved (each repetition times every model
+once, in a rotating order, so that drifting clocks, caches and background load hit all of them
+alike), medians over repetitions, ratios against torchvision's ``resnet50``:
+
+    cpu     batch-1 latency at 224 x 224 (the paper's measure, section 4.3: 185 / 188 / 209 ms for
+            ResNet-50 / SE / 3D-AFF on an 8-core desktop CPU) and batch-32 throughput, inference,
+            on ``--threads`` threads (2 by default)
+    cuda    training images/s (SGD step, bf16 autocast, channels_last, batch 256) and the peak
+            memory of a training step, each model measured alone on the GPU
+
+Models: torchvision ``resnet50``, our ``se_resnet50``, and ``aff3d_resnet50`` twice, with the
+straightforward (``impl="reference"``) and the fast (``impl="fast"``, default) 3D-AFF, same weights.
+Targets of issue 5, as cost ratios to ResNet-50 (lower is better): CPU latency <= 1.12, CUDA
+training time <= 1.10, peak training memory <= 1.15.
+
+Writes ``<prefix>_<section>.json`` per section run and redraws ``<prefix>.png`` and ``<prefix>.md``
+from every section file present (so a CPU run here and a CUDA run on a GPU machine end up in one
+table, each with its machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import inspect
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+TARGETS = {"cpu_latency_b1": 1.12, "cuda_train_time": 1.10, "cuda_peak_memory": 1.15}
+MODELS = ("resnet50", "se_resnet50", "aff3d_resnet50_reference", "aff3d_resnet50_fast")
+BASELINE = "resnet50"
+
+
+# ------------------------------------------------------------------------------------------------
+# Models and machine
+# ------------------------------------------------------------------------------------------------
+
+
+def build_models(seed: int = 0) -> dict[str, nn.Module]:
+    """The four models, randomly initialised (timing needs no trained weights); the two 3D-AFF
+    variants share one set of weights."""
+    import torchvision
+
+    from .attention.aff3d import AFF3D
+    from .models.registry import create_model
+
+    torch.manual_seed(seed)
+    models = {"resnet50": torchvision.models.resnet50(), "se_resnet50": create_model("se_resnet50")}
+    ref = create_model("aff3d_resnet50")
+    fast = create_model("aff3d_resnet50")
+    fast.load_state_dict(ref.state_dict())
+    for model, impl in ((ref, "reference"), (fast, "fast")):
+        for m in model.modules():
+            if isinstance(m, AFF3D):
+                m.impl = impl
+    models["aff3d_resnet50_reference"], models["aff3d_resnet50_fast"] = ref, fast
+    return models
+
+
+def fused_block_tail(model: nn.Module) -> bool:
+    """Whether the model's residual blocks hand their tail to ``attn.gate_add_relu`` (see aff3d.py)."""
+    from .models.blocks import Bottleneck
+
+    blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]
+    return bool(blocks) and "gate_add_relu" in inspect.getsource(sys.modules[type(blocks[0]).__module__])
+
+
+def machine(device: str) -> dict:
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device == "cuda":
+        p = torch.cuda.get_device_properties(0)
+        info.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1), cuda=torch.version.cuda)
+        try:
+            import triton
+
+            info["triton"] = triton.__version__
+        except ImportError:
+            info["triton"] = None
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _ratios(values: dict[str, float], higher_is_better: bool) -> dict[str, float]:
+    """Cost ratio to the baseline: time or memory over the baseline's (throughput: baseline over model)."""
+    base = values[BASELINE]
+    return {k: (base / v if higher_is_better else v / base) for k, v in values.items()}
+
+
+def _interleaved(models: dict, reps: int, run_once) -> dict[str, list[float]]:
+    """``run_once(name, model) -> seconds``, repeated ``reps`` times per model in rotating order."""
+    names = list(models)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(reps):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for n in order:
+            samples[n].append(run_once(n, models[n]))
+    return samples
+
+
+# ------------------------------------------------------------------------------------------------
+# CPU inference
+# ------------------------------------------------------------------------------------------------
+
+
+def bench_cpu(models: dict, reps: int, threads: int, image_size: int, batch: int, warmup: int = 1) -> dict:
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(1, 3, image_size, image_size, generator=g)
+    xb = torch.randn(batch, 3, image_size, image_size, generator=g)
+    for m in models.values():
+        m.cpu().eval()
+    with torch.inference_mode():
+        agree = float((models["aff3d_resnet50_fast"](x1) - models["aff3d_resnet50_reference"](x1)).abs().max())
+        for m in models.values():
+            for _ in range(warmup):
+                m(x1)
+            m(xb)
+
+        def once(x):
+            def run(name, m):
+                t0 = time.perf_counter()
+                m(x)
+                return time.perf_counter() - t0
+
+            return run
+
+        lat = _interleaved(models, reps, once(x1))
+        thr = _interleaved(models, max(1, reps // 2), once(xb))
+    lat_ms = {n: statistics.median(v) * 1e3 for n, v in lat.items()}
+    ips = {n: batch / statistics.median(v) for n, v in thr.items()}
+    return {
+        "section": "cpu",
+        "threads": threads,
+        "image_size": image_size,
+        "reps": reps,
+        "fast_vs_reference_max_abs_diff": agree,
+        "latency_b1_ms": lat_ms,
+        "latency_b1_ratio": _ratios(lat_ms, False),
+        "latency_b1_samples_ms": {n: [s * 1e3 for s in v] for n, v in lat.items()},
+        f"throughput_b{batch}_img_s": ips,
+        f"throughput_b{batch}_cost_ratio": _ratios(ips, True),
+        "throughput_batch": batch,
+        "targets": {"latency_b1_ratio": TARGETS["cpu_latency_b1"]},
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# CUDA training
+# ------------------------------------------------------------------------------------------------
+
+
+def _train_step(model, opt, x, y):
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def bench_cuda(models: dict, reps: int, batch: int, image_size: int, steps: int, warmup: int = 3,
+               profile_path: Path | None = None) -> dict:
+    torch.backends.cudnn.benchmark = True
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(batch, 3, image_size, image_size, device="cuda", generator=g).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,), device="cuda", generator=g)
+    opts = {}
+    peak = {}
+    # Peak memory: each model alone on the GPU (weights, gradients, momentum and activations).
+    for n, m in models.items():
+        m.cuda().to(memory_format=torch.channels_last).train()
+        opts[n] = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        for _ in range(warmup):
+            _train_step(m, opts[n], x, y)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        _train_step(m, opts[n], x, y)
+        torch.cuda.synchronize()
+        peak[n] = torch.cuda.max_memory_allocated() / 2**30
+        m.cpu()
+        opts[n].state.clear()  # momentum buffers follow on the next step
+        torch.cuda.empty_cache()
+    for m in models.values():
+        m.cuda()
+    for n, m in models.items():
+        for _ in range(warmup):
+            _train_step(m, opts[n], x, y)
+    torch.cuda.synchronize()
+
+    def run(name, m):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            _train_step(m, opts[name], x, y)
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / steps
+
+    samples = _interleaved(models, reps, run)
+    ips = {n: batch / statistics.median(v) for n, v in samples.items()}
+    if profile_path is not None:
+        _profile(models, opts, x, y, profile_path)
+    return {
+        "section": "cuda",
+        "batch": batch,
+        "image_size": image_size,
+        "amp": "bfloat16",
+        "memory_format": "channels_last",
+        "reps": reps,
+        "steps_per_rep": steps,
+        "train_img_s": ips,
+        "train_time_ratio": _ratios(ips, True),
+        "train_step_samples_ms": {n: [s * 1e3 for s in v] for n, v in samples.items()},
+        "peak_memory_gib": peak,
+        "peak_memory_ratio": _ratios(peak, False),
+        "targets": {"train_time_ratio": TARGETS["cuda_train_time"], "peak_memory_ratio": TARGETS["cuda_peak_memory"]},
+    }
+
+
+def _profile(models, opts, x, y, path: Path) -> None:
+    """Where a training step's GPU time goes, per model (torch.profiler, CUDA kernels by total time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    lines = []
+    for n in ("resnet50", "aff3d_resnet50_fast"):
+        m = models[n]
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(2):
+                _train_step(m, opts[n], x, y)
+            torch.cuda.synchronize()
+        lines += [f"== {n}: 2 training steps ==", prof.key_averages().table(sort_by="cuda_time_total", row_limit=30)]
+    path.write_text("\n".join(lines))
+
+
+# ------------------------------------------------------------------------------------------------
+# Report: markdown table and chart from every section file
+# ------------------------------------------------------------------------------------------------
+
+_LABELS = {
+    "resnet50": "ResNet-50 (torchvision)",
+    "se_resnet50": "SE-ResNet-50",
+    "aff3d_resnet50_reference": "3D-AFF-ResNet-50, straightforward",
+    "aff3d_resnet50_fast": "3D-AFF-ResNet-50, fast",
+}
+
+
+def _load_sections(prefix: Path) -> dict[str, dict]:
+    out = {}
+    for section in ("cpu", "cuda"):
+        p = prefix.parent / f"{prefix.name}_{section}.json"
+        if p.exists():
+            out[section] = json.loads(p.read_text())
+    return out
+
+
+def write_markdown(prefix: Path, sections: dict) -> Path:
+    lines = ["# Benchmark: 3D-AFF-ResNet-50 against ResNet-50", "",
+             "Written by `python -m torch_impl.benchmark`; cost ratios to torchvision's ResNet-50 "
+             "(time or memory over ResNet-50's; lower is better), medians over interleaved repetitions.", ""]
+    if "cpu" in sections:
+        s = sections["cpu"]
+        m = s["machine"]
+        b = s["throughput_batch"]
+        lines += [f"## CPU inference ({m['cpu']}, {s['threads']} threads, torch {m['torch']}, {m['date']})", "",
+                  f"| model | latency b1 (ms) | ratio | throughput b{b} (img/s) | cost ratio |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for n in MODELS:
+            lines.append(f"| {_LABELS[n]} | {s['latency_b1_ms'][n]:.1f} | {s['latency_b1_ratio'][n]:.3f} | "
+                         f"{s[f'throughput_b{b}_img_s'][n]:.2f} | {s[f'throughput_b{b}_cost_ratio'][n]:.3f} |")
+        lines += ["", f"Target: latency ratio <= {TARGETS['cpu_latency_b1']} for the fast 3D-AFF "
+                      f"(paper: 209 / 185 = 1.13). Image {s['image_size']}, {s['reps']} repetitions.", ""]
+    if "cuda" in sections:
+        s = sections["cuda"]
+        m = s["machine"]
+        lines += [f"## CUDA training ({m['gpu']}, batch {s['batch']}, bf16 autocast, channels_last, "
+                  f"torch {m['torch']}, triton {m.get('triton')}, {m['date']})", "",
+                  "| model | train img/s | time ratio | peak memory (GiB) | memory ratio |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for n in MODELS:
+            lines.append(f"| {_LABELS[n]} | {s['train_img_s'][n]:.0f} | {s['train_time_ratio'][n]:.3f} | "
+                         f"{s['peak_memory_gib'][n]:.2f} | {s['peak_memory_ratio'][n]:.3f} |")
+        lines += ["", f"Targets: time ratio <= {TARGETS['cuda_train_time']}, memory ratio <= "
+                      f"{TARGETS['cuda_peak_memory']}. Fused block tail in the blocks: "
+                      f"{s.get('fused_block_tail')}.", ""]
+    path = prefix.parent / f"{prefix.name}.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def write_chart(prefix: Path, sections: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    if "cpu" in sections:
+        s = sections["cpu"]
+        b = s["throughput_batch"]
+        panels += [(f"CPU latency, batch 1\n({s['threads']} threads)", s["latency_b1_ratio"], TARGETS["cpu_latency_b1"]),
+                   (f"CPU throughput cost, batch {b}", s[f"throughput_b{b}_cost_ratio"], None)]
+    if "cuda" in sections:
+        s = sections["cuda"]
+        panels += [(f"CUDA training time, batch {s['batch']}\n({s['machine']['gpu']})", s["train_time_ratio"],
+                    TARGETS["cuda_train_time"]),
+                   ("CUDA peak training memory", s["peak_memory_ratio"], TARGETS["cuda_peak_memory"])]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 4), squeeze=False)
+    colors = ["#888888", "#4c72b0", "#dd8452", "#55a868"]
+    for ax, (title, ratios, target) in zip(axes[0], panels):
+        vals = [ratios[n] for n in MODELS]
+        bars = ax.bar(range(len(MODELS)), vals, color=colors)
+        for bar, v in zip(bars, vals):
+            ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+        if target is not None:
+            ax.axhline(target, color="red", linestyle="--", linewidth=1, label=f"target {target}")
+            ax.legend(fontsize=8, loc="upper left")
+        ax.set_xticks(range(len(MODELS)), ["R50", "SE", "3D-AFF\nstraight", "3D-AFF\nfast"], fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("cost ratio to ResNet-50")
+        ax.set_ylim(0, max(vals + [target or 0]) * 1.2)
+    fig.tight_layout()
+    path = prefix.parent / f"{prefix.name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m torch_impl.benchmark", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="sections to run: cpu, cuda, or auto (cpu, and cuda when a GPU is present)")
+    p.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 15, --quick 3)")
+    p.add_argument("--quick", action="store_true", help="few repetitions and steps, smaller CPU batch: a smoke run")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--cpu-batch", type=int, default=None, help="CPU throughput batch (default 32, --quick 8)")
+    p.add_argument("--cuda-batch", type=int, default=256)
+    p.add_argument("--steps", type=int, default=None, help="CUDA training steps per repetition (default 5, --quick 2)")
+    p.add_argument("--profile", action="store_true", help="also write a CUDA kernel profile of one training step")
+    p.add_argument("--out", type=Path, default=Path("docs/results/benchmark"),
+                   help="output prefix (default docs/results/benchmark)")
+    args = p.parse_args(argv)
+    if args.reps is None:
+        args.reps = 3 if args.quick else 15
+    if args.cpu_batch is None:
+        args.cpu_batch = 8 if args.quick else 32
+    if args.steps is None:
+        args.steps = 2 if args.quick else 5
+    if args.reps < 1 or args.steps < 1 or args.cpu_batch < 1 or args.cuda_batch < 1 or args.threads < 1:
+        p.error("--reps, --steps, --cpu-batch, --cuda-batch and --threads must be positive")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA GPU is available here")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    sections = ["cpu"] if args.device == "cpu" else ["cuda"] if args.device == "cuda" else (
+        ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    models = build_models()
+    results = {}
+    for section in sections:
+        t0 = time.perf_counter()
+        if section == "cpu":
+            res = bench_cpu(models, args.reps, args.threads, args.image_size, args.cpu_batch)
+        else:
+            prof = args.out.parent / f"{args.out.name}_cuda_profile.txt" if args.profile else None
+            res = bench_cuda(models, args.reps, args.cuda_batch, args.image_size, args.steps, profile_path=prof)
+            for m in models.values():
+                m.cpu()
+        res["machine"] = machine(section)
+        res["fused_block_tail"] = fused_block_tail(models["aff3d_resnet50_fast"])
+        res["seconds"] = round(time.perf_counter() - t0, 1)
+        res["command"] = "python -m torch_impl.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
+        path = args.out.parent / f"{args.out.name}_{section}.json"
+        path.write_text(json.dumps(res, indent=2))
+        results[section] = res
+        _print(res)
+    all_sections = _load_sections(args.out)
+    md, png = write_markdown(args.out, all_sections), write_chart(args.out, all_sections)
+    print(f"wrote {', '.join(str(args.out.parent / f'{args.out.name}_{s}.json') for s in sections)}, {md}, {png}")
+    return results
+
+
+def _print(res: dict) -> None:
+    if res["section"] == "cpu":
+        b = res["throughput_batch"]
+        print(f"CPU ({res['threads']} threads, image {res['image_size']}): latency b1 ms / ratio, "
+              f"throughput b{b} img/s / cost ratio")
+        for n in MODELS:
+            print(f"  {n:28s} {res['latency_b1_ms'][n]:9.2f} {res['latency_b1_ratio'][n]:6.3f}   "
+                  f"{res[f'throughput_b{b}_img_s'][n]:8.2f} {res[f'throughput_b{b}_cost_ratio'][n]:6.3f}")
+    else:
+        print(f"CUDA training (batch {res['batch']}, bf16, channels_last): img/s / time ratio, peak GiB / ratio")
+        for n in MODELS:
+            print(f"  {n:28s} {res['train_img_s'][n]:9.1f} {res['train_time_ratio'][n]:6.3f}   "
+                  f"{res['peak_memory_gib'][n]:8.2f} {res['peak_memory_ratio'][n]:6.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The fused tail of a 3D-AFF block: F_ex's second convolution, the sigmoid, eq. 7 and the ReLU.
+
+One pass over the C x H x W map computes
+
+    out = act( U * sigma(W_2' h + b_2') [+ X_l] ),     U = R * scale + shift (or U = R)
+
+where ``h`` (N, C/d, H, W) is F_ex's hidden map after ReLU, ``W_2'`` (C, C/d) and ``b_2'`` (C) are
+F_ex's second convolution with its batch norm folded in (``aff3d_fast.fold_bn``), ``act`` is the
+block's ReLU or nothing, and ``scale``/``shift`` (C) optionally apply the block's last batch norm on
+the fly, so that U = BN(R) is never stored for backward (``aff3d_fast._FusedTail``).
+
+``gate_forward`` and ``gate_backward`` dispatch to Triton kernels (``gate_triton.py``) on CUDA and to
+the plain PyTorch below everywhere else. The PyTorch versions are the specification: the Triton
+kernels are tested against them (on CPU through Triton's interpreter, and on a GPU when present).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import gate_triton
+
+# Set AFF3D_TRITON=0 to force the PyTorch path on CUDA (for timing comparisons and debugging).
+_TRITON_ENV = "AFF3D_TRITON"
+
+
+def triton_enabled(t: torch.Tensor, hidden_channels: int) -> bool:
+    """Whether the Triton kernels serve this call: CUDA tensor, Triton importable, a supported dtype."""
+    return (
+        t.is_cuda
+        and os.environ.get(_TRITON_ENV, "1") != "0"
+        and gate_triton.available()
+        and t.dtype in (torch.float32, torch.bfloat16, torch.float16)
+        and hidden_channels <= gate_triton.MAX_HIDDEN
+    )
+
+
+def _residual(R: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None) -> torch.Tensor:
+    """U = R * scale + shift per channel (the block's batch norm), or R itself, in float32 or wider."""
+    if scale is None:
+        return R
+    return torch.addcmul(shift[:, None, None], R, scale[:, None, None])
+
+
+def _logits(hid: torch.Tensor, W2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """z = W_2' h + b_2', one 1x1 convolution as a batched matrix product: (N, C, H*W)."""
+    N, Cd = hid.shape[:2]
+    return torch.baddbmm(b2[None, :, None], W2.expand(N, -1, -1), hid.reshape(N, Cd, -1))
+
+
+def gate_forward_torch(R, X, hid, W2, b2, scale=None, shift=None, add=True, relu=True) -> torch.Tensor:
+    """Reference of the fused forward pass (see the module docstring)."""
+    N, C, H, W = R.shape
+    U = _residual(R, scale, shift)
+    G = torch.sigmoid(_logits(hid, W2, b2)).view(N, C, H, W)
+    out = torch.addcmul(X, U, G) if add else U * G
+    if relu:
+        out = out.relu_()
+    return out.to(R.dtype)
+
+
+def gate_backward_torch(dout, out, R, hid, W2, b2, scale=None, shift=None, add=True, relu=True):
+    """Reference of the fused backward pass.
+
+    With y = U * G (+ X), G = sigma(z), z = W_2' h + b_2', out = act(y):
+        dy  = dout * [out > 0]           (ReLU's derivative, 0 at 0 as in torch.relu)
+        dU  = dy * G                     the direct term; the caller adds those through M_c and M_s
+        dz  = dy * U * G * (1 - G)
+        dh  = W_2'^T dz,  dW_2' = sum_{n,p} dz h^T,  db_2' = sum_{n,p} dz
+    Returns (dU, dX or None, dh, dW_2', db_2'); dX = dy is the shortcut's share when ``add``.
+    """
+    N, C, H, W = R.shape
+    Cd = hid.shape[1]
+    dy = dout * (out > 0) if relu else dout
+    U = _residual(R, scale, shift)
+    G = torch.sigmoid(_logits(hid, W2, b2)).view(N, C, H, W)
+    dU = dy * G
+    dz = (dy * U * G * (1 - G)).reshape(N, C, H * W).to(W2.dtype)
+    h = hid.reshape(N, Cd, H * W).to(W2.dtype)
+    dh = torch.bmm(W2.t().expand(N, -1, -1), dz).view(N, Cd, H, W)
+    dW2 = torch.bmm(dz, h.transpose(1, 2)).sum(0)
+    db2 = dz.sum((0, 2))
+    return dU, (dy if add else None), dh, dW2, db2
+
+
+def gate_forward(R, X, hid, W2, b2, scale=None, shift=None, add=True, relu=True) -> torch.Tensor:
+    """out = act(U * sigma(W_2' h + b_2') [+ X]); Triton on CUDA, PyTorch elsewhere."""
+    if triton_enabled(R, hid.shape[1]):
+        return gate_triton.gate_forward(R, X, hid, W2, b2, scale, shift, add, relu)
+    return gate_forward_torch(R, X, hid, W2, b2, scale, shift, add, relu)
+
+
+def gate_backward(dout, out, R, hid, W2, b2, scale=None, shift=None, add=True, relu=True):
+    """Gradients of ``gate_forward`` (see ``gate_backward_torch``); Triton on CUDA, PyTorch elsewhere."""
+    if triton_enabled(R, hid.shape[1]):
+        return gate_triton.gate_backward(dout, out, R, hid, W2, b2, scale, shift, add, relu)
+    return gate_backward_torch(dout, out, R, hid, W2, b2, scale, shift, add, relu)

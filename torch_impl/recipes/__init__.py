@@ -1,0 +1,1 @@
+"""Training recipes (YAML): ``python -m torch_impl.train --recipe <name>``; see ``torch_impl.training.config``."""

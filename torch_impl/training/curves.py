@@ -1,0 +1,42 @@
+"""Training curves in the manner of the paper's Fig. 3 (top-1 error against epochs, one line per network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from matplotlib.figure import Figure
+
+
+def plot_curves(
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    path: str | Path | None = None,
+    title: str = "Top-1 error",
+    train: bool = True,
+) -> Figure:
+    """Validation top-1 error (solid) and, with ``train``, training top-1 error (dashed) per epoch.
+
+    Args:
+        histories: label -> the run's history (``RunResult.history`` or the rows of ``metrics.csv``).
+        path: where to save a PNG (None: only return the figure).
+    """
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.add_subplot()
+    for i, (label, rows) in enumerate(histories.items()):
+        if not rows:
+            continue
+        colour = f"C{i}"
+        epochs = [int(r["epoch"]) for r in rows]
+        ax.plot(epochs, [float(r["val_top1_err"]) for r in rows], color=colour, marker="o", ms=3, label=f"{label} (val)")
+        if train:
+            ax.plot(epochs, [float(r["train_top1_err"]) for r in rows], color=colour, ls="--", alpha=0.7, label=f"{label} (train)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("top-1 error (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    return fig
