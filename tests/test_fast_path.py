@@ -442,7 +442,7 @@ _KERNEL_CHECK = textwrap.dedent(
                     dout = torch.randn_like(o1)
                     b1 = gk.gate_backward_torch(dout, o1, R, hid, W2, b2, sc, sh, add, relu)
                     b2_ = gt.gate_backward(dout, o1, R, hid, W2, b2, sc, sh, add, relu, block_p=16, block_c=16,
-                                           programs=2)
+                                           tiles_per_prog=2)
                     worst = max([worst, float((o1 - o2).abs().max())]
                                 + [float((a - b).abs().max()) for a, b in zip(b1, b2_) if a is not None])
     print("WORST", worst)

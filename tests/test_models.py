@@ -18,14 +18,6 @@ PREFIXES = ["", "se_", "cbam_", "eca_", "aff3d_"]
 ATTN_TYPE = {"": None, "se_": SE, "cbam_": CBAM, "eca_": ECA, "aff3d_": AFF3D}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one intra-op thread is fastest, and immune to oversubscription on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def blocks(model: nn.Module) -> list[nn.Module]:
     return [

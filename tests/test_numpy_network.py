@@ -13,35 +13,6 @@ from torch_impl import create_model
 from torch_impl.numpy_bridge import to_numpy_params
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one intra-op thread is fastest, and immune to oversubscription on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def trained_like(model: nn.Module, size: int, randomize_bn, seed: int = 0) -> nn.Module:
-    """Random BN affine parameters, and running statistics measured on a random batch.
-
-    Arbitrary random running statistics make a 54-block network scale its activations (and any
-    rounding difference) up by orders of magnitude per stage: the comparison would then measure
-    the conditioning of a nonsensical network, not the implementation. Statistics measured in
-    train mode (cumulative average, momentum None) keep activations at a trained network's scale
-    while still being non-trivial (not mean 0 / var 1).
-    """
-    randomize_bn(model, seed=seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.double().train()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        model(torch.randn(8, 3, size, size, generator=g, dtype=torch.float64))
-    return model.eval()
-
 
 CASES = [
     # name, kwargs, design for NumPy, image size
@@ -54,9 +25,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("name, kwargs, design, size", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
-def test_numpy_network_matches_torch_float64(name, kwargs, design, size, randomize_bn):
+def test_numpy_network_matches_torch_float64(name, kwargs, design, size, trained_like):
     torch.manual_seed(0)
-    model = trained_like(create_model(name, num_classes=10, **kwargs), size, randomize_bn)
+    model = trained_like(create_model(name, num_classes=10, **kwargs).double(), size)
     x = torch.randn(2, 3, size, size, dtype=torch.float64)
     with torch.no_grad():
         expected = model(x).numpy()

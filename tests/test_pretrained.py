@@ -12,14 +12,6 @@ from torch_impl.pretrained import LoadReport, is_attention_key, load_pretrained
 DEPTHS = [18, 34, 50, 101, 152]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one intra-op thread is fastest, and immune to oversubscription on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def torchvision_resnet(depth: int, **kwargs) -> torch.nn.Module:
     return getattr(torchvision.models, f"resnet{depth}")(weights=None, **kwargs)

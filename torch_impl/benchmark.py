@@ -293,6 +293,8 @@ def write_markdown(prefix: Path, sections: dict) -> Path:
                          f"{s[f'throughput_b{b}_img_s'][n]:.2f} | {s[f'throughput_b{b}_cost_ratio'][n]:.3f} |")
         lines += ["", f"Target: latency ratio <= {TARGETS['cpu_latency_b1']} for the fast 3D-AFF "
                       f"(paper: 209 / 185 = 1.13). Image {s['image_size']}, {s['reps']} repetitions.", ""]
+        if s.get("note"):
+            lines += [f"Note: {s['note']}", ""]
     if "cuda" in sections:
         s = sections["cuda"]
         m = s["machine"]
@@ -306,6 +308,8 @@ def write_markdown(prefix: Path, sections: dict) -> Path:
         lines += ["", f"Targets: time ratio <= {TARGETS['cuda_train_time']}, memory ratio <= "
                       f"{TARGETS['cuda_peak_memory']}. Fused block tail in the blocks: "
                       f"{s.get('fused_block_tail')}.", ""]
+        if s.get("note"):
+            lines += [f"Note: {s['note']}", ""]
     path = prefix.parent / f"{prefix.name}.md"
     path.write_text("\n".join(lines))
     return path

@@ -203,20 +203,27 @@ def _momentum_step(bn: nn.BatchNorm2d) -> float | None:
 
 
 def _batch_norm(bn: nn.Module, x: torch.Tensor, update: bool, weight=None, bias=None) -> torch.Tensor:
-    """BN on a small map with nn.BatchNorm2d's semantics; ``update=False`` leaves running stats alone.
+    """BN on a small map (1 or C/d channels) with nn.BatchNorm2d's semantics, as plain tensor ops.
 
-    ``weight``/``bias`` default to the module's (passed explicitly when re-run under autograd).
+    ``update=False`` leaves the running statistics alone (the re-run in backward). ``weight``/``bias``
+    default to the module's (passed explicitly when re-run under autograd). Written out rather than
+    F.batch_norm because cuDNN's kernel for a one-channel map is slow (it parallelises over channels),
+    and autograd through ``var_mean`` gives batch norm's exact gradient.
     """
     if isinstance(bn, nn.Identity):
         return x
     weight = bn.weight if weight is None else weight
     bias = bn.bias if bias is None else bias
-    if not _uses_batch_stats(bn):
-        return F.batch_norm(x, bn.running_mean, bn.running_var, weight, bias, False, 0.0, bn.eps)
-    momentum = _momentum_step(bn) if update else None
-    if momentum is None:
-        return F.batch_norm(x, None, None, weight, bias, True, 0.0, bn.eps)
-    return F.batch_norm(x, bn.running_mean, bn.running_var, weight, bias, True, momentum, bn.eps)
+    if _uses_batch_stats(bn):
+        count = x.numel() // x.shape[1]
+        _check_batch_count(count, x.shape)
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+        if update:
+            _update_running_stats(bn, mean, var, count)
+    else:
+        mean, var = bn.running_mean.to(x.dtype), bn.running_var.to(x.dtype)
+    scale, shift = fold_bn(weight, bias, mean, var, bn.eps)
+    return torch.addcmul(shift[:, None, None], x, scale[:, None, None])
 
 
 def _check_batch_count(count: int, shape) -> None:
@@ -316,13 +323,24 @@ def _channels_last(t: torch.Tensor) -> bool:
     return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
+def _pad_rows(taps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """taps with zero rows up to a multiple of 16 on CUDA: k^2 = 9 columns make cuBLAS fall back to
+    unaligned kernels several times slower; the zero rows add exact zeros, sliced off after."""
+    k2 = taps.shape[0]
+    if not x.is_cuda or k2 % 16 == 0:
+        return taps
+    return torch.cat([taps, taps.new_zeros(16 - k2 % 16, taps.shape[1])])
+
+
 def _project(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """``spatial_taps`` in x's memory format: with channels_last, one (NHW x C) @ (C x k^2) product."""
     if not _channels_last(x):
         return spatial_taps(x, taps)
     N, C, H, W = x.shape
+    k2 = taps.shape[0]
     rows = x.permute(0, 2, 3, 1).reshape(N * H * W, C)  # a view
-    return (rows @ taps.to(x.dtype).t()).view(N, H, W, -1).permute(0, 3, 1, 2)
+    T = rows @ _pad_rows(taps, x).to(x.dtype).t()
+    return T[:, :k2].view(N, H, W, k2).permute(0, 3, 1, 2)
 
 
 def _add_projected_back(base: torch.Tensor | None, dT: torch.Tensor, taps: torch.Tensor, dS=None, like=None):
@@ -338,6 +356,10 @@ def _add_projected_back(base: torch.Tensor | None, dT: torch.Tensor, taps: torch
         if dS is not None:
             A = torch.cat([A, A.new_ones(N, H * W, 1)], 2)
             B = torch.cat([B, dS[:, None, :].to(B.dtype)], 1)
+        if like.is_cuda and A.shape[2] % 16:  # aligned inner dimension (see _pad_rows)
+            pad = 16 - A.shape[2] % 16
+            A = torch.cat([A, A.new_zeros(N, H * W, pad)], 2)
+            B = torch.cat([B, B.new_zeros(N, pad, C)], 1)
         A, B = A.to(dt), B.to(dt)
         flat = torch.bmm(A, B) if base is None else torch.baddbmm(base.permute(0, 2, 3, 1).reshape(N, H * W, C), A, B)
         return flat.view(N, H, W, C).permute(0, 3, 1, 2)
@@ -357,7 +379,9 @@ def _tap_weight_grad(dT: torch.Tensor, x: torch.Tensor, cdt: torch.dtype) -> tor
     k2 = dT.shape[1]
     if _channels_last(x):
         A = dT.permute(0, 2, 3, 1).reshape(N * H * W, k2).to(x.dtype)
-        return (A.t() @ x.permute(0, 2, 3, 1).reshape(N * H * W, C)).to(cdt)
+        if x.is_cuda and k2 % 16:  # aligned shapes (see _pad_rows)
+            A = torch.cat([A, A.new_zeros(N * H * W, 16 - k2 % 16)], 1)
+        return (A.t() @ x.permute(0, 2, 3, 1).reshape(N * H * W, C))[:k2].to(cdt)
     return torch.bmm(dT.reshape(N, k2, H * W).to(x.dtype), x.flatten(2).transpose(1, 2)).to(cdt).sum(0)
 
 

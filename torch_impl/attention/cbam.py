@@ -6,6 +6,8 @@ Channel attention then spatial attention, applied in sequence (section 3 of the 
     M_s = sigma(BN(conv7x7([mean_c(U'), max_c(U')])))   2 -> 1 channels, k = 7
     out = U' * M_s
 The shared MLP uses biases and the 7x7 conv is followed by batch norm, as in the authors' code.
+The pooled maps are stacked [mean, max] as in the paper's eq. 3 (the authors' code stacks
+[max, mean]: swap the two input channels of ``spatial_conv`` to load their checkpoints).
 """
 
 from __future__ import annotations

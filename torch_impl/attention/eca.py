@@ -17,7 +17,7 @@ from .validation import check_pair
 
 
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
-    """k(C) of ECA-Net eq. 12: e.g. 3 for C=64 and 128, 5 for C=256..2048."""
+    """k(C) of ECA-Net eq. 12: 3 for C=64, 5 for C=128..1024, 7 for C=2048."""
     t = int(abs((math.log2(channels) + b) / gamma))
     return t if t % 2 else t + 1
 

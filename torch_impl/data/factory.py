@@ -21,7 +21,7 @@ def build_dataset(
     *,
     data_dir: str | Path | None = None,
     download: bool = False,
-    image_size: int = 32,
+    image_size: int | None = None,
     samples: int | None = None,
     data_seed: int = 0,
     transform: Callable | str | None = "default",
@@ -33,7 +33,7 @@ def build_dataset(
         split: ``"train"`` or ``"val"`` (CIFAR-100's test set; ImageNet's val/ folder).
         data_dir: where the CIFAR-100 / ImageNet files are (not used by shapes).
         download: CIFAR-100 only: fetch it when missing.
-        image_size: shapes image side / ImageNet crop.
+        image_size: shapes image side (default 32) / ImageNet crop (default 224); CIFAR is always 32.
         samples, data_seed: shapes only: number of images and generator seed.
         transform: ``"default"`` (the recipe's), a callable, or None (raw images).
     Every returned data set has ``.classes`` (the class names, index = label).
@@ -43,7 +43,7 @@ def build_dataset(
     if transform == "default":
         transform = build_transform(name, split == "train", image_size)
     if name == "shapes":
-        return ShapesClassification(split, size=image_size, length=samples, seed=data_seed, transform=transform)
+        return ShapesClassification(split, size=image_size or 32, length=samples, seed=data_seed, transform=transform)
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}: expected one of {DATASET_NAMES}")
     if data_dir is None:

@@ -7,11 +7,11 @@ of a matrix, the C channels its columns; a program takes a tile of BLOCK_P rows.
 Forward, one program per (row tile, channel tile):
     z = h_tile @ W_2'^T_tile + b_2'     (tl.dot: the 1x1 convolution, never written to memory)
     out = act(U * sigmoid(z) [+ X])     U = R * scale + shift applied on the fly
-Backward, one program per group of row tiles, looping over channel tiles:
+Backward, one program per (group of row tiles, channel tile):
     recompute z, G; dy = dout * [out > 0]; write dU = dy * G (and dy for the shortcut);
-    dz = dy * U * G (1 - G);  dh += dz @ W_2'  (kept in dh's buffer, owned by the program);
-    dW_2' and db_2' accumulated over the program's rows in registers, written once per program
-    as partial sums that PyTorch adds up (no atomics: runs repeat bit for bit).
+    dz = dy * U * G (1 - G);  the tile's share of dh = dz @ W_2' written per channel tile;
+    dW_2' and db_2' accumulated over the group's rows in registers, written once per program.
+    PyTorch adds the partial sums up (no atomics: runs repeat bit for bit).
 Arithmetic is in the hidden map's type (float32, or float64 where the inputs are; the fast path
 makes it at least float32). Matrix products run in that type ("ieee": no TF32) for 32/64-bit
 inputs, and in the input's 16-bit type with float32 accumulation under autocast, as the
@@ -19,8 +19,6 @@ convolution they replace would.
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 
@@ -32,7 +30,7 @@ except ImportError:  # pragma: no cover - depends on the platform
     tl = None
 
 MAX_HIDDEN = 256  # C/d held in registers per program; larger F_ex bottlenecks use the PyTorch path
-_PARTIAL_BUDGET = 1 << 24  # float32 elements of per-program dW_2' partial sums (64 MiB)
+_PARTIAL_BUDGET = 1 << 24  # elements of per-program dW_2' partial sums (64 MiB in float32)
 
 
 def available() -> bool:
@@ -94,79 +92,76 @@ if triton is not None:
     @triton.jit
     def _gate_bwd_kernel(
         DOUT, OUTP, R, HID, W2, B2, SCALE, SHIFT,
-        DU, DY, DH, DW2P, DB2P,
+        DU, DY, DHP, DW2P, DB2P,
         ROWS, HW, C, CD, TILES_PER_PROG,
         s_dn, s_dc, s_dp, s_on, s_oc, s_op, s_rn, s_rc, s_rp, s_hn, s_hc, s_hp,
         s_un, s_uc, s_up, s_yn, s_yc, s_yp,
         HAS_NORM: tl.constexpr, ADD: tl.constexpr, RELU: tl.constexpr, LOW: tl.constexpr,
         BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
     ):
-        pid = tl.program_id(0)
+        pid_r = tl.program_id(0)
+        pid_c = tl.program_id(1)
         ks = tl.arange(0, BLOCK_K)
         kmask = ks < CD
-        first_tile = pid * TILES_PER_PROG
-        for c0 in range(0, C, BLOCK_C):
-            cols = c0 + tl.arange(0, BLOCK_C)
-            cmask = cols < C
-            w = tl.load(W2 + cols[:, None] * CD + ks[None, :], mask=cmask[:, None] & kmask[None, :], other=0.0)
-            b = tl.load(B2 + cols, mask=cmask, other=0.0)
+        cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = cols < C
+        w = tl.load(W2 + cols[:, None] * CD + ks[None, :], mask=cmask[:, None] & kmask[None, :], other=0.0)
+        b = tl.load(B2 + cols, mask=cmask, other=0.0)
+        if HAS_NORM:
+            sc = tl.load(SCALE + cols, mask=cmask, other=0.0)
+            sh = tl.load(SHIFT + cols, mask=cmask, other=0.0)
+        if LOW:
+            w_dot = w.to(R.dtype.element_ty)
+        else:
+            w_dot = w
+        acc_w = tl.zeros((BLOCK_C, BLOCK_K), dtype=HID.dtype.element_ty)
+        acc_b = tl.zeros((BLOCK_C,), dtype=HID.dtype.element_ty)
+        for t in range(0, TILES_PER_PROG):
+            rows = (pid_r * TILES_PER_PROG + t) * BLOCK_P + tl.arange(0, BLOCK_P)
+            rmask = rows < ROWS
+            n = rows // HW
+            p = rows - n * HW
+            h = tl.load(HID + (n * s_hn + p * s_hp)[:, None] + ks[None, :] * s_hc,
+                        mask=rmask[:, None] & kmask[None, :], other=0.0)
+            if LOW:
+                h_dot = h.to(R.dtype.element_ty)
+                z = tl.dot(h_dot, tl.trans(w_dot))
+            else:
+                h_dot = h
+                z = tl.dot(h, tl.trans(w), input_precision="ieee")
+            g = tl.sigmoid((z + b[None, :]).to(HID.dtype.element_ty))
+            m2 = rmask[:, None] & cmask[None, :]
+            dy = tl.load(DOUT + (n * s_dn + p * s_dp)[:, None] + cols[None, :] * s_dc, mask=m2, other=0.0)
+            dy = dy.to(HID.dtype.element_ty)
+            if RELU:
+                o = tl.load(OUTP + (n * s_on + p * s_op)[:, None] + cols[None, :] * s_oc, mask=m2, other=0.0)
+                dy = tl.where(o > 0, dy, 0.0)
+            u = tl.load(R + (n * s_rn + p * s_rp)[:, None] + cols[None, :] * s_rc, mask=m2, other=0.0)
+            u = u.to(HID.dtype.element_ty)
             if HAS_NORM:
-                sc = tl.load(SCALE + cols, mask=cmask, other=0.0)
-                sh = tl.load(SHIFT + cols, mask=cmask, other=0.0)
-            acc_w = tl.zeros((BLOCK_C, BLOCK_K), dtype=HID.dtype.element_ty)
-            acc_b = tl.zeros((BLOCK_C,), dtype=HID.dtype.element_ty)
-            for t in range(0, TILES_PER_PROG):
-                rows = (first_tile + t) * BLOCK_P + tl.arange(0, BLOCK_P)
-                rmask = rows < ROWS
-                n = rows // HW
-                p = rows - n * HW
-                hmask = rmask[:, None] & kmask[None, :]
-                h = tl.load(HID + (n * s_hn + p * s_hp)[:, None] + ks[None, :] * s_hc, mask=hmask, other=0.0)
-                if LOW:
-                    z = tl.dot(h.to(R.dtype.element_ty), tl.trans(w).to(R.dtype.element_ty))
-                else:
-                    z = tl.dot(h, tl.trans(w), input_precision="ieee")
-                g = tl.sigmoid((z + b[None, :]).to(HID.dtype.element_ty))
-                m2 = rmask[:, None] & cmask[None, :]
-                dy = tl.load(DOUT + (n * s_dn + p * s_dp)[:, None] + cols[None, :] * s_dc, mask=m2, other=0.0)
-                dy = dy.to(HID.dtype.element_ty)
-                if RELU:
-                    o = tl.load(OUTP + (n * s_on + p * s_op)[:, None] + cols[None, :] * s_oc, mask=m2, other=0.0)
-                    dy = tl.where(o > 0, dy, 0.0)
-                u = tl.load(R + (n * s_rn + p * s_rp)[:, None] + cols[None, :] * s_rc, mask=m2, other=0.0)
-                u = u.to(HID.dtype.element_ty)
-                if HAS_NORM:
-                    u = u * sc[None, :] + sh[None, :]
-                tl.store(DU + (n * s_un + p * s_up)[:, None] + cols[None, :] * s_uc,
-                         (dy * g).to(DU.dtype.element_ty), mask=m2)
-                if ADD:
-                    tl.store(DY + (n * s_yn + p * s_yp)[:, None] + cols[None, :] * s_yc,
-                             dy.to(DY.dtype.element_ty), mask=m2)
-                dz = tl.where(m2, dy * u * g * (1.0 - g), 0.0)
-                if LOW:
-                    dh = tl.dot(dz.to(R.dtype.element_ty), w.to(R.dtype.element_ty))
-                    acc_w += tl.dot(tl.trans(dz).to(R.dtype.element_ty), h.to(R.dtype.element_ty))
-                else:
-                    dh = tl.dot(dz, w.to(dz.dtype), input_precision="ieee")
-                    acc_w += tl.dot(tl.trans(dz), h.to(dz.dtype), input_precision="ieee")
-                acc_b += tl.sum(dz, axis=0)
-                # dh is F_ex's hidden width per pixel, summed over channel tiles; its rows belong
-                # to this program alone, so a plain read-add-write is race-free.
-                dh_ptr = DH + rows[:, None] * BLOCK_K + ks[None, :]
-                if c0 > 0:
-                    dh += tl.load(dh_ptr, mask=rmask[:, None], other=0.0)
-                tl.store(dh_ptr, dh, mask=rmask[:, None])
-            tl.store(DW2P + pid * C * BLOCK_K + cols[:, None] * BLOCK_K + ks[None, :], acc_w, mask=cmask[:, None])
-            tl.store(DB2P + pid * C + cols, acc_b, mask=cmask)
+                u = u * sc[None, :] + sh[None, :]
+            tl.store(DU + (n * s_un + p * s_up)[:, None] + cols[None, :] * s_uc,
+                     (dy * g).to(DU.dtype.element_ty), mask=m2)
+            if ADD:
+                tl.store(DY + (n * s_yn + p * s_yp)[:, None] + cols[None, :] * s_yc,
+                         dy.to(DY.dtype.element_ty), mask=m2)
+            dz = tl.where(m2, dy * u * g * (1.0 - g), 0.0)
+            if LOW:
+                dz_dot = dz.to(R.dtype.element_ty)
+                dh = tl.dot(dz_dot, w_dot)
+                acc_w += tl.dot(tl.trans(dz_dot), h_dot)
+            else:
+                dh = tl.dot(dz, w, input_precision="ieee")
+                acc_w += tl.dot(tl.trans(dz), h, input_precision="ieee")
+            acc_b += tl.sum(dz, axis=0)
+            # this channel tile's share of dh; PyTorch sums the tiles' shares (no atomics: runs repeat)
+            tl.store(DHP + pid_c * ROWS * BLOCK_K + rows[:, None] * BLOCK_K + ks[None, :], dh, mask=rmask[:, None])
+        tl.store(DW2P + pid_r * C * BLOCK_K + cols[:, None] * BLOCK_K + ks[None, :], acc_w, mask=cmask[:, None])
+        tl.store(DB2P + pid_r * C + cols, acc_b, mask=cmask)
 
 
 def _is_low(dtype: torch.dtype) -> bool:
     return dtype in (torch.bfloat16, torch.float16)
-
-
-@functools.lru_cache(maxsize=8)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def _fwd_blocks(C: int, rows: int) -> tuple[int, int]:
@@ -197,7 +192,7 @@ def gate_forward(R, X, hid, W2, b2, scale, shift, add, relu, block_p=None, block
     return out
 
 
-def gate_backward(dout, out, R, hid, W2, b2, scale, shift, add, relu, block_p=32, block_c=None, programs=None):
+def gate_backward(dout, out, R, hid, W2, b2, scale, shift, add, relu, block_p=64, block_c=None, tiles_per_prog=None):
     """Triton version of ``gate.gate_backward_torch`` (same arguments and results)."""
     N, C, H, W = R.shape
     Cd = hid.shape[1]
@@ -207,28 +202,27 @@ def gate_backward(dout, out, R, hid, W2, b2, scale, shift, add, relu, block_p=32
     bk = _pow2(Cd)
     bc = block_c or min(64, _pow2(C))
     tiles = triton.cdiv(rows, block_p)
-    if programs is None:
-        sms = _sm_count(R.device.index or 0) if R.is_cuda else 4
-        programs = max(1, min(tiles, 4 * sms, _PARTIAL_BUDGET // (C * bk)))
-    tiles_per_prog = triton.cdiv(tiles, programs)
-    programs = triton.cdiv(tiles, tiles_per_prog)
+    if tiles_per_prog is None:  # bound the per-program dW_2' partial sums to _PARTIAL_BUDGET elements
+        tiles_per_prog = max(1, triton.cdiv(tiles * C * bk, _PARTIAL_BUDGET))
+    groups = triton.cdiv(tiles, tiles_per_prog)
+    ctiles = triton.cdiv(C, bc)
     dU = torch.empty_like(R)
     dy = torch.empty_like(R) if add else dU
-    dh = torch.empty(rows, bk, device=R.device, dtype=hid.dtype)
-    dW2p = torch.empty(programs, C, bk, device=R.device, dtype=hid.dtype)
-    db2p = torch.empty(programs, C, device=R.device, dtype=hid.dtype)
+    dhp = torch.empty(ctiles, rows, bk, device=R.device, dtype=hid.dtype)
+    dW2p = torch.empty(groups, C, bk, device=R.device, dtype=hid.dtype)
+    db2p = torch.empty(groups, C, device=R.device, dtype=hid.dtype)
     if not relu:
         out = dout  # unused by the kernel
     dummy = b2
-    _gate_bwd_kernel[(programs,)](
+    _gate_bwd_kernel[(groups, ctiles)](
         dout, out, R, hid, W2, b2, scale if scale is not None else dummy, shift if shift is not None else dummy,
-        dU, dy, dh, dW2p, db2p,
+        dU, dy, dhp, dW2p, db2p,
         rows, HW, C, Cd, tiles_per_prog,
         *_strides(dout), *_strides(out), *_strides(R), *_strides(hid), *_strides(dU), *_strides(dy),
         HAS_NORM=scale is not None, ADD=add, RELU=relu, LOW=_is_low(R.dtype),
-        BLOCK_P=block_p, BLOCK_C=bc, BLOCK_K=bk, num_warps=4,
+        BLOCK_P=block_p, BLOCK_C=bc, BLOCK_K=bk, num_warps=4 if bk <= 32 else 8,
     )
-    dh = dh[:, :Cd].view(N, H, W, Cd).permute(0, 3, 1, 2).to(hid.dtype)
+    dh = dhp.sum(0)[:, :Cd].view(N, H, W, Cd).permute(0, 3, 1, 2).to(hid.dtype)
     dW2 = dW2p.sum(0)[:, :Cd].to(W2.dtype)
     db2 = db2p.sum(0).to(b2.dtype)
     return dU, (dy if add else None), dh, dW2, db2

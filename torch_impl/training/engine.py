@@ -64,7 +64,7 @@ def train_one_epoch(
         meter.update(loss, logits, targets)
         bar.update(1)
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}")
     bar.close()
     return meter.result(ctx)
 

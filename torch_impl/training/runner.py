@@ -33,7 +33,7 @@ from .distributed import DistContext, ShardSampler, barrier, broadcast_object, i
 from .engine import evaluate, train_one_epoch
 from .log import RunLog
 from .optim import build_optimizer, build_scheduler
-from .seeding import configure_determinism, derive_seed, rng_state, seed_everything, set_rng_state
+from .seeding import configure_determinism, derive_seed, restore_determinism, rng_state, seed_everything, set_rng_state
 
 
 @dataclass
@@ -84,9 +84,16 @@ def run(config: str | Path | Mapping | TrainConfig | None = None, **overrides) -
         cfg = make_config(config, **overrides)
     owns_group = not torch.distributed.is_initialized()
     ctx = init_distributed(cfg.device)
+    # Global settings this run changes are put back afterwards (a notebook or test goes on running).
+    threads = torch.get_num_threads()
+    determinism = configure_determinism(cfg.deterministic)
     try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         return _run(cfg, ctx)
     finally:
+        restore_determinism(determinism)
+        torch.set_num_threads(threads)
         if owns_group and ctx.distributed and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
@@ -140,9 +147,6 @@ def _loaders(cfg: TrainConfig, ctx: DistContext):
 
 def _run(cfg: TrainConfig, ctx: DistContext) -> RunResult:
     start = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    configure_determinism(cfg.deterministic)
     seed_everything(cfg.seed)  # same on every rank: identical initial weights
     state = ckpt.load_checkpoint(cfg.resume) if cfg.resume else None
     run_dir = _run_dir(cfg, ctx)

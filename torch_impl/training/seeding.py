@@ -27,14 +27,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def configure_determinism(deterministic: bool) -> None:
-    """Deterministic kernels (and no cuDNN auto-tuning) when asked; cuDNN auto-tuning otherwise."""
+def configure_determinism(deterministic: bool) -> tuple[bool, bool, bool]:
+    """Deterministic kernels (and no cuDNN auto-tuning) when asked; cuDNN auto-tuning otherwise.
+
+    Returns the previous settings, for ``restore_determinism``.
+    """
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     if deterministic:
         # cuBLAS needs a fixed workspace to be deterministic; harmless on CPU.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=False)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
+    return previous
+
+
+def restore_determinism(previous: tuple[bool, bool, bool]) -> None:
+    torch.use_deterministic_algorithms(previous[0])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[1], previous[2]
 
 
 def rng_state() -> dict:

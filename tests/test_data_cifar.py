@@ -1,0 +1,107 @@
+"""CIFAR-100 loader on tiny files written in the official python-pickle format."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from torch_impl.data import CIFAR100, build_dataset
+from torch_impl.data.cifar import FOLDER
+
+
+def write_cifar100(root, n_train=6, n_test=4, seed=0, **corrupt):
+    """``root/cifar-100-python/{train,test,meta}`` as the official archive has them (bytes keys)."""
+    rng = np.random.default_rng(seed)
+    folder = root / FOLDER
+    folder.mkdir(parents=True)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = [int(x) for x in rng.integers(0, 100, size=n)]
+        batch = {b"filenames": [f"img{i}.png".encode() for i in range(n)], b"batch_label": split.encode(),
+                 b"fine_labels": labels, b"coarse_labels": [x // 5 for x in labels], b"data": data}
+        batch.update(corrupt.get(split, {}))
+        with open(folder / split, "wb") as f:
+            pickle.dump(batch, f)
+        arrays[split] = (data, labels)
+    meta = {b"fine_label_names": [f"class{i:02d}".encode() for i in range(100)],
+            b"coarse_label_names": [f"super{i}".encode() for i in range(20)]}
+    meta.update(corrupt.get("meta", {}))
+    with open(folder / "meta", "wb") as f:
+        pickle.dump(meta, f)
+    return arrays
+
+
+def test_loads_official_layout(tmp_path):
+    arrays = write_cifar100(tmp_path)
+    for root in (tmp_path, tmp_path / FOLDER):  # parent or the folder itself
+        train = CIFAR100(root, "train")
+        assert len(train) == 6 and len(train.classes) == 100 and train.classes[3] == "class03"
+        image, label = train[2]
+        data, labels = arrays["train"]
+        assert label == labels[2]
+        pixels = np.asarray(image)
+        assert pixels.shape == (32, 32, 3)
+        # rows are R plane, G plane, B plane, each 32 x 32 row-major
+        np.testing.assert_array_equal(pixels[..., 0].ravel(), data[2, :1024])
+        np.testing.assert_array_equal(pixels[..., 2].ravel(), data[2, 2048:])
+    test = CIFAR100(tmp_path, "val")  # the paper reports the test set; "val" is its alias
+    assert len(test) == 4 and test.split == "test"
+
+
+def test_build_dataset_applies_the_recipe_transform(tmp_path):
+    write_cifar100(tmp_path)
+    train = build_dataset("cifar100", "train", data_dir=tmp_path)
+    val = build_dataset("cifar100", "val", data_dir=tmp_path)
+    x, _ = train[0]
+    y, _ = val[0]
+    assert x.shape == y.shape == (3, 32, 32) and x.dtype == torch.float32
+
+
+def test_missing_folder_says_where(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"cifar-100-python.*--download"):
+        CIFAR100(tmp_path, "train")
+    with pytest.raises(ValueError, match="needs data_dir"):
+        build_dataset("cifar100", "train")
+
+
+@pytest.mark.parametrize(
+    "corrupt, match",
+    [
+        ({"train": {b"data": np.zeros((6, 100), np.uint8)}}, r"uint8 of shape \(N, 3072\)"),
+        ({"train": {b"fine_labels": [0, 1, 2]}}, "one label per image"),
+        ({"train": {b"fine_labels": [0, 1, 2, 3, 4, 100]}}, r"\[0, 100\)"),
+        ({"meta": {b"fine_label_names": [b"a"] * 99}}, "expected 100 fine label names"),
+    ],
+)
+def test_malformed_files_are_refused(tmp_path, corrupt, match):
+    write_cifar100(tmp_path, **corrupt)
+    with pytest.raises(ValueError, match=match):
+        CIFAR100(tmp_path, "train")
+
+
+def test_missing_key_is_named(tmp_path):
+    write_cifar100(tmp_path)
+    path = tmp_path / FOLDER / "train"
+    batch = pickle.loads(path.read_bytes())
+    del batch[b"fine_labels"]
+    path.write_bytes(pickle.dumps(batch))
+    with pytest.raises(ValueError, match="missing key b'fine_labels'"):
+        CIFAR100(tmp_path, "train")
+
+
+def test_truncated_pickle_is_refused(tmp_path):
+    write_cifar100(tmp_path)
+    path = tmp_path / FOLDER / "train"
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(ValueError, match="not a readable CIFAR-100 pickle"):
+        CIFAR100(tmp_path, "train")
+
+
+def test_unknown_split(tmp_path):
+    write_cifar100(tmp_path)
+    with pytest.raises(ValueError, match="split must be one of"):
+        CIFAR100(tmp_path, "validation")
