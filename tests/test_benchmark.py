@@ -46,6 +46,7 @@ def test_cpu_smoke_run_writes_json_chart_and_table(smoke_run):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     md = (tmp_path / "bench.md").read_text()
     assert "3D-AFF-ResNet-50, fast" in md and "CPU inference" in md
+    assert res["cpu_time_b1_ratio"]["resnet50"] == 1.0 and all(v > 0 for v in res["cpu_time_b1_ms"].values())
 
 
 def test_section_files_combine_into_one_report(smoke_run):

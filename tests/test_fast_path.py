@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -87,6 +86,7 @@ def test_step2_kxk_conv_is_tap_projections_then_shifts(k, hw):
     T = fast.spatial_taps(x, fast.tap_weights(weight))
     assert T.shape == (3, k * k, *hw)
     assert _max_diff([fast.shift_sum(T, k)], [F.conv2d(x, weight, padding=k // 2)]) < TOL
+    assert _max_diff([fast.shift_sum_strided(T, k)], [F.conv2d(x, weight, padding=k // 2)]) < TOL
     # tap t = dy * k + dx is the 1x1 filter weight[0, :, dy, dx]
     dy, dx = k // 2, k - 1
     assert torch.equal(fast.tap_weights(weight)[dy * k + dx], weight[0, :, dy, dx])
@@ -425,26 +425,26 @@ _KERNEL_CHECK = textwrap.dedent(
     from torch_impl.kernels import gate as gk, gate_triton as gt
     torch.manual_seed(0)
     worst = 0.0
+    cases = [(False, False, True, True), (True, True, False, False), (True, False, True, False),
+             (False, True, True, True)]
     for (N, C, H, W, Cd) in [(2, 16, 5, 6, 4), (1, 40, 3, 3, 20), (3, 8, 1, 1, 2)]:
-        for cl in (False, True):
-            for norm in (False, True):
-                for add, relu in ((True, True), (False, False), (True, False)):
-                    R, X = torch.randn(N, C, H, W, dtype=torch.float64), torch.randn(N, C, H, W, dtype=torch.float64)
-                    if cl:
-                        R, X = R.to(memory_format=torch.channels_last), X.to(memory_format=torch.channels_last)
-                    hid = torch.randn(N, Cd, H, W, dtype=torch.float64).relu()
-                    W2, b2 = torch.randn(C, Cd, dtype=torch.float64), torch.randn(C, dtype=torch.float64)
-                    sc = torch.rand(C, dtype=torch.float64) + 0.5 if norm else None
-                    sh = torch.randn(C, dtype=torch.float64) if norm else None
-                    o1 = gk.gate_forward_torch(R, X, hid, W2, b2, sc, sh, add, relu)
-                    o2 = gt.gate_forward(R, X, hid, W2, b2, sc, sh, add, relu, block_p=16, block_c=16)
-                    assert o2.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
-                    dout = torch.randn_like(o1)
-                    b1 = gk.gate_backward_torch(dout, o1, R, hid, W2, b2, sc, sh, add, relu)
-                    b2_ = gt.gate_backward(dout, o1, R, hid, W2, b2, sc, sh, add, relu, block_p=16, block_c=16,
-                                           tiles_per_prog=2)
-                    worst = max([worst, float((o1 - o2).abs().max())]
-                                + [float((a - b).abs().max()) for a, b in zip(b1, b2_) if a is not None])
+        for cl, norm, add, relu in cases:  # layouts x BN on the fly x shortcut/ReLU, each value twice
+            R, X = torch.randn(N, C, H, W, dtype=torch.float64), torch.randn(N, C, H, W, dtype=torch.float64)
+            if cl:
+                R, X = R.to(memory_format=torch.channels_last), X.to(memory_format=torch.channels_last)
+            hid = torch.randn(N, Cd, H, W, dtype=torch.float64).relu()
+            W2, b2 = torch.randn(C, Cd, dtype=torch.float64), torch.randn(C, dtype=torch.float64)
+            sc = torch.rand(C, dtype=torch.float64) + 0.5 if norm else None
+            sh = torch.randn(C, dtype=torch.float64) if norm else None
+            o1 = gk.gate_forward_torch(R, X, hid, W2, b2, sc, sh, add, relu)
+            o2 = gt.gate_forward(R, X, hid, W2, b2, sc, sh, add, relu, block_p=16, block_c=16)
+            assert o2.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+            dout = torch.randn_like(o1)
+            b1 = gk.gate_backward_torch(dout, o1, R, hid, W2, b2, sc, sh, add, relu)
+            b2_ = gt.gate_backward(dout, o1, R, hid, W2, b2, sc, sh, add, relu, block_p=16, block_c=16,
+                                   tiles_per_prog=2)
+            worst = max([worst, float((o1 - o2).abs().max())]
+                        + [float((a - b).abs().max()) for a, b in zip(b1, b2_) if a is not None])
     print("WORST", worst)
     """
 )

@@ -114,6 +114,20 @@ def shift_sum(T: torch.Tensor, k: int, bias: torch.Tensor | None = None) -> torc
     return F.conv2d(T, shift_kernel(k, T), bias, padding=k // 2)
 
 
+def shift_sum_strided(T: torch.Tensor, k: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``shift_sum`` as one reduction over a strided view of the zero-padded taps (inference only).
+
+    Element (n, dy, dx, h, w) of the view is T_pad[n, dy * k + dx, h + dy, w + dx], so summing over
+    (dy, dx) is the shifted sum. Cheaper than a convolution call for a k^2-channel map on CPU.
+    """
+    p = k // 2
+    N, _, H, W = T.shape
+    Tp = F.pad(T, (p, p, p, p))
+    sN, sC, sH, sW = Tp.stride()
+    out = Tp.as_strided((N, k, k, H, W), (sN, k * sC + sH, sC + sW, sH, sW)).sum((1, 2)).unsqueeze(1)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
 def spatial_conv_split(U: torch.Tensor, X_l: torch.Tensor, weight: torch.Tensor, design: AFF3DDesign) -> torch.Tensor:
     """Steps 1 + 2: conv_k(U (+) X_l, W') without the merged input, as shift_sum(taps(U) + taps(X_l)).
 
@@ -268,7 +282,10 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 def _autocast_off(t: torch.Tensor):
-    return torch.autocast(t.device.type, enabled=False) if torch.is_autocast_enabled(t.device.type) else contextlib.nullcontext()
+    """Autocast off inside the fast path, which picks its own precisions (16-bit maps, 32-bit small graph)."""
+    if torch.is_autocast_enabled(t.device.type):
+        return torch.autocast(t.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -493,7 +510,8 @@ class _FusedTail(torch.autograd.Function):
                 dX = _add_projected_back(dX, dT, tap_weights(W_X), dS_X, like=R)
                 dW_X = _tap_weight_grad(dT, X, cdt)
             elif dS_X is not None:
-                dX = dS_X[:, :, None, None].to(R.dtype).expand(N, C, H, W) if dX is None else dX + dS_X[:, :, None, None]
+                dS_map = dS_X[:, :, None, None]
+                dX = dS_map.to(R.dtype).expand(N, C, H, W) if dX is None else dX + dS_map
             k = d.kernel_size
             as_weight = lambda g: g.t().reshape(1, -1, k, k)  # noqa: E731  (k^2, C) -> (1, C, k, k)
             if W_X is None:
@@ -563,7 +581,6 @@ class _Folded:
     key: tuple
     taps_U: torch.Tensor  # (k^2, C)
     taps_X: torch.Tensor | None  # (k^2, C) or None (residual-only spatial input)
-    E: torch.Tensor  # (1, k^2, k, k) one-hot shift kernel
     b_s: torch.Tensor  # (1,) spatial BN shift
     W1t: torch.Tensor  # (C, C/d): W_1'^T
     b1: torch.Tensor  # (C/d,)
@@ -596,7 +613,7 @@ def _fold_module(m: nn.Module, norm: nn.Module | None, dtype: torch.dtype, key: 
     cast = lambda t: None if t is None else t.detach().to(dtype).contiguous()  # noqa: E731
     return _Folded(
         key, cast(tap_weights(W_U)), cast(None if W_X is None else tap_weights(W_X)),
-        cast(shift_kernel(d.kernel_size, W1)), cast(s_shift), cast(W1.t()), cast(b1), cast(W1.sum(1)),
+        cast(s_shift), cast(W1.t()), cast(b1), cast(W1.sum(1)),
         cast(W2), cast(b2), cast(n_scale), cast(n_shift),
     )
 
@@ -631,7 +648,7 @@ def _inference(m: nn.Module, f: _Folded, R, X, add: bool, relu: bool):
         T = torch.baddbmm(T, taps.expand(N, -1, -1), X.flatten(2))
     if T.dtype != cdt:
         T = T.to(cdt)
-    M_s = F.conv2d(T.view(N, -1, H, W), f.E, f.b_s, padding=d.kernel_size // 2)  # ... and the shifts: eq. 5
+    M_s = shift_sum_strided(T.view(N, -1, H, W), d.kernel_size, f.b_s)  # ... and the shifts: eq. 5
     v = torch.addmm(f.b1, M_c, f.W1t)  # step 3: W_1 M_3D = v + r M_s
     h = torch.addcmul(v[:, :, None], f.r[None, :, None], M_s.view(N, 1, H * W)).relu_().view(N, -1, H, W)
     return gate_kernels.gate_forward(U, X, h, f.W2, f.b2, None, None, add, relu)  # eqs. 6, 2, 7

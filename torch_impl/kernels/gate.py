@@ -16,25 +16,27 @@ kernels are tested against them (on CPU through Triton's interpreter, and on a G
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import torch
-
-from . import gate_triton
 
 # Set AFF3D_TRITON=0 to force the PyTorch path on CUDA (for timing comparisons and debugging).
 _TRITON_ENV = "AFF3D_TRITON"
 
 
+def _triton_module():
+    """``gate_triton``, imported on first use (importing Triton costs time CPU-only users need not pay)."""
+    return importlib.import_module(".gate_triton", __package__)
+
+
 def triton_enabled(t: torch.Tensor, hidden_channels: int) -> bool:
     """Whether the Triton kernels serve this call: CUDA tensor, Triton importable, a supported dtype."""
-    return (
-        t.is_cuda
-        and os.environ.get(_TRITON_ENV, "1") != "0"
-        and gate_triton.available()
-        and t.dtype in (torch.float32, torch.bfloat16, torch.float16)
-        and hidden_channels <= gate_triton.MAX_HIDDEN
-    )
+    if not t.is_cuda or os.environ.get(_TRITON_ENV, "1") == "0":
+        return False
+    gt = _triton_module()
+    supported = t.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    return gt.available() and supported and hidden_channels <= gt.MAX_HIDDEN
 
 
 def _residual(R: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None) -> torch.Tensor:
@@ -54,8 +56,14 @@ def gate_forward_torch(R, X, hid, W2, b2, scale=None, shift=None, add=True, relu
     """Reference of the fused forward pass (see the module docstring)."""
     N, C, H, W = R.shape
     U = _residual(R, scale, shift)
-    G = torch.sigmoid(_logits(hid, W2, b2)).view(N, C, H, W)
-    out = torch.addcmul(X, U, G) if add else U * G
+    z = _logits(hid, W2, b2)
+    tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (z, U, X))
+    if tracked or U.dtype != z.dtype or X.dtype != z.dtype:
+        G = torch.sigmoid(z).view(N, C, H, W)
+        out = torch.addcmul(X, U, G) if add else U * G
+    else:  # no autograd: every step in the logits' own buffer, no further full-size allocation
+        G = z.sigmoid_().view(N, C, H, W)
+        out = torch.addcmul(X, U, G, out=G) if add else G.mul_(U)
     if relu:
         out = out.relu_()
     return out.to(R.dtype)
@@ -88,12 +96,12 @@ def gate_backward_torch(dout, out, R, hid, W2, b2, scale=None, shift=None, add=T
 def gate_forward(R, X, hid, W2, b2, scale=None, shift=None, add=True, relu=True) -> torch.Tensor:
     """out = act(U * sigma(W_2' h + b_2') [+ X]); Triton on CUDA, PyTorch elsewhere."""
     if triton_enabled(R, hid.shape[1]):
-        return gate_triton.gate_forward(R, X, hid, W2, b2, scale, shift, add, relu)
+        return _triton_module().gate_forward(R, X, hid, W2, b2, scale, shift, add, relu)
     return gate_forward_torch(R, X, hid, W2, b2, scale, shift, add, relu)
 
 
 def gate_backward(dout, out, R, hid, W2, b2, scale=None, shift=None, add=True, relu=True):
     """Gradients of ``gate_forward`` (see ``gate_backward_torch``); Triton on CUDA, PyTorch elsewhere."""
     if triton_enabled(R, hid.shape[1]):
-        return gate_triton.gate_backward(dout, out, R, hid, W2, b2, scale, shift, add, relu)
+        return _triton_module().gate_backward(dout, out, R, hid, W2, b2, scale, shift, add, relu)
     return gate_backward_torch(dout, out, R, hid, W2, b2, scale, shift, add, relu)

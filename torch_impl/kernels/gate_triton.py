@@ -77,14 +77,16 @@ if triton is not None:
         z += tl.load(B2 + cols, mask=cmask, other=0.0)[None, :]
         g = tl.sigmoid(z.to(HID.dtype.element_ty))
         m2 = rmask[:, None] & cmask[None, :]
-        u = tl.load(R + (n * s_rn + p * s_rp)[:, None] + cols[None, :] * s_rc, mask=m2, other=0.0).to(HID.dtype.element_ty)
+        u = tl.load(R + (n * s_rn + p * s_rp)[:, None] + cols[None, :] * s_rc, mask=m2, other=0.0)
+        u = u.to(HID.dtype.element_ty)
         if HAS_NORM:
             sc = tl.load(SCALE + cols, mask=cmask, other=0.0)
             sh = tl.load(SHIFT + cols, mask=cmask, other=0.0)
             u = u * sc[None, :] + sh[None, :]
         y = u * g
         if ADD:
-            y += tl.load(X + (n * s_xn + p * s_xp)[:, None] + cols[None, :] * s_xc, mask=m2, other=0.0).to(HID.dtype.element_ty)
+            x = tl.load(X + (n * s_xn + p * s_xp)[:, None] + cols[None, :] * s_xc, mask=m2, other=0.0)
+            y += x.to(HID.dtype.element_ty)
         if RELU:
             y = tl.maximum(y, 0.0)
         tl.store(OUT + (n * s_on + p * s_op)[:, None] + cols[None, :] * s_oc, y.to(OUT.dtype.element_ty), mask=m2)
