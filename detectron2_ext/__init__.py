@@ -25,7 +25,19 @@ _EXPORTS = {
     "register_shapes": "data_catalog",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [  # noqa: RUF022 (grouped by module, as _EXPORTS)
+    "add_aff3d_config",
+    "add_shapes_config",
+    "convert_state_dict",
+    "ShapesCOCOSpec",
+    "export_shapes_coco",
+    "AFF3DBottleneckBlock",
+    "AFF3DBasicBlock",
+    "build_aff3d_resnet_backbone",
+    "build_aff3d_resnet_fpn_backbone",
+    "register_shapes",
+]
+assert set(__all__) == set(_EXPORTS)
 
 
 def __getattr__(name: str):

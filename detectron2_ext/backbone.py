@@ -82,15 +82,15 @@ def build_aff3d_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         # res5 dilation keeps stride 16 (DC5), as in detectron2's builder
         dilation = r.RES5_DILATION if stage == 5 else 1
         first_stride = 1 if stage == 2 or dilation == 2 else 2
-        kwargs = dict(
-            num_blocks=num_blocks,
-            stride_per_block=[first_stride] + [1] * (num_blocks - 1),
-            in_channels=in_channels,
-            out_channels=out_channels,
-            norm=r.NORM,
-            attention=attention,
-            attention_norm=attention_norm,
-        )
+        kwargs = {
+            "num_blocks": num_blocks,
+            "stride_per_block": [first_stride] + [1] * (num_blocks - 1),
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "norm": r.NORM,
+            "attention": attention,
+            "attention_norm": attention_norm,
+        }
         if depth >= 50:
             kwargs.update(
                 block_class=AFF3DBottleneckBlock,
@@ -100,7 +100,7 @@ def build_aff3d_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
                 num_groups=r.NUM_GROUPS,
             )
         else:
-            kwargs.update(block_class=AFF3DBasicBlock)
+            kwargs["block_class"] = AFF3DBasicBlock
         stages.append(ResNet.make_stage(**kwargs))
         in_channels, out_channels, bottleneck_channels = out_channels, out_channels * 2, bottleneck_channels * 2
     return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)

@@ -16,13 +16,13 @@ keeping their state_dict names, so torch_impl's ImageNet weights load under the 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
-import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
 from detectron2.layers import get_norm
 from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock
+from fvcore.nn import weight_init
 from torch import nn
 
 AttentionLayer = Callable[[int], nn.Module] | None

@@ -60,10 +60,7 @@ class ShapesCOCOSpec:
     @property
     def name(self) -> str:
         """The directory name: every setting that changes the pixels."""
-        return (
-            f"{self.split}_s{self.size}_n{self.num_images}_seed{self.seed}"
-            f"_obj{self.min_objects}-{self.max_objects}"
-        )
+        return f"{self.split}_s{self.size}_n{self.num_images}_seed{self.seed}_obj{self.min_objects}-{self.max_objects}"
 
     def scene_index(self, i: int) -> int:
         return i + (VAL_INDEX_OFFSET if self.split == "val" else 0)

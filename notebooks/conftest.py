@@ -1,8 +1,9 @@
 """pytest settings for the notebooks, which nbval runs cell by cell (see ``addopts`` in pyproject.toml).
 
-Notebook 07 trains a detectron2 model. detectron2 is on none of the package registries (README says
-how to install it from source), so where it is missing every cell of 07 is skipped, with the reason
-shown, instead of failing on its first import. All other notebooks always run.
+Notebook 07 trains a detectron2 model. detectron2 is on none of the package registries
+(detectron2_ext/README.md says how to build it from source), so where it is missing every cell of 07
+is skipped, with the reason shown, instead of failing on its first import; no kernel is started for
+it. All other notebooks always run.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 DETECTRON2_NOTEBOOKS = ("07_",)
 DETECTRON2_MISSING = (
     "notebook 07 needs detectron2, which is not installed here (it is not on PyPI; "
-    "README explains how to build it from its public source)"
+    "detectron2_ext/README.md says how to build it from its public source)"
 )
 
 

@@ -21,14 +21,21 @@ def write_cifar100(root, n_train=6, n_test=4, seed=0, **corrupt):
     for split, n in (("train", n_train), ("test", n_test)):
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         labels = [int(x) for x in rng.integers(0, 100, size=n)]
-        batch = {b"filenames": [f"img{i}.png".encode() for i in range(n)], b"batch_label": split.encode(),
-                 b"fine_labels": labels, b"coarse_labels": [x // 5 for x in labels], b"data": data}
+        batch = {
+            b"filenames": [f"img{i}.png".encode() for i in range(n)],
+            b"batch_label": split.encode(),
+            b"fine_labels": labels,
+            b"coarse_labels": [x // 5 for x in labels],
+            b"data": data,
+        }
         batch.update(corrupt.get(split, {}))
         with open(folder / split, "wb") as f:
             pickle.dump(batch, f)
         arrays[split] = (data, labels)
-    meta = {b"fine_label_names": [f"class{i:02d}".encode() for i in range(100)],
-            b"coarse_label_names": [f"super{i}".encode() for i in range(20)]}
+    meta = {
+        b"fine_label_names": [f"class{i:02d}".encode() for i in range(100)],
+        b"coarse_label_names": [f"super{i}".encode() for i in range(20)],
+    }
     meta.update(corrupt.get("meta", {}))
     with open(folder / "meta", "wb") as f:
         pickle.dump(meta, f)
@@ -105,3 +112,23 @@ def test_unknown_split(tmp_path):
     write_cifar100(tmp_path)
     with pytest.raises(ValueError, match="split must be one of"):
         CIFAR100(tmp_path, "validation")
+
+
+def test_download_only_when_asked_and_missing(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    calls = []
+
+    class FakeTorchvisionCIFAR100:  # stands in for the network fetch of torchvision's CIFAR100
+        def __init__(self, root, train=True, download=False):
+            calls.append((root, download))
+            write_cifar100(tmp_path / "dl")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", FakeTorchvisionCIFAR100)
+    with pytest.raises(FileNotFoundError):
+        CIFAR100(tmp_path / "dl", "train")  # no --download: no fetch
+    assert calls == []
+    assert len(CIFAR100(tmp_path / "dl", "train", download=True)) == 6
+    assert calls == [(str(tmp_path / "dl"), True)]
+    CIFAR100(tmp_path / "dl", "test", download=True)  # already there: no second fetch
+    assert len(calls) == 1

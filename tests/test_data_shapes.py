@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from torch_impl.data import SHAPE_CLASSES, ShapesClassification, polygon_mask, render_classification_sample, render_scene
+from torch_impl.data import (
+    SHAPE_CLASSES,
+    ShapesClassification,
+    polygon_mask,
+    render_classification_sample,
+    render_scene,
+)
 from torch_impl.data.shapes import shape_outline
 
 
@@ -69,7 +75,9 @@ def test_scene_objects_are_consistent(index):
         assert x >= 0 and y >= 0 and x + w <= 64 and y + h <= 64 and w > 0 and h > 0
         # every mask pixel lies in the box
         rows, cols = np.nonzero(obj.mask)
-        assert cols.min() + 0.5 >= x and cols.max() + 0.5 <= x + w and rows.min() + 0.5 >= y and rows.max() + 0.5 <= y + h
+        assert (
+            cols.min() + 0.5 >= x and cols.max() + 0.5 <= x + w and rows.min() + 0.5 >= y and rows.max() + 0.5 <= y + h
+        )
         union += obj.mask
     assert union.max() == 1  # shapes never overlap
 

@@ -66,7 +66,7 @@ def test_annotations_match_the_scenes(exported):
             decoded = coco.annToMask(ann).astype(bool)
             iou = (decoded & obj.mask).sum() / (decoded | obj.mask).sum()
             assert iou > 0.85, (ann["id"], iou)
-            x, y, w, h = mask_utils.toBbox(coco.annToRLE(ann))
+            x, _, w, _ = mask_utils.toBbox(coco.annToRLE(ann))
             assert abs(x - ann["bbox"][0]) <= 1 and abs(w - ann["bbox"][2]) <= 2
     ids = [a["id"] for a in coco.dataset["annotations"]]
     assert sorted(ids) == list(range(1, n_objects + 1))

@@ -64,8 +64,9 @@ def evaluate_checkpoint(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m torch_impl.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m torch_impl.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", required=True, help="a .pth written by torch_impl.train, or its run folder")
     parser.add_argument("--data-dir", default=None, help="where the data set is (default: as in the checkpoint)")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -76,14 +77,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
     try:
-        m = evaluate_checkpoint(args.checkpoint, args.data_dir, args.batch_size, args.workers, args.device, args.amp,
-                                args.channels_last, args.progress)
+        m = evaluate_checkpoint(
+            args.checkpoint,
+            args.data_dir,
+            args.batch_size,
+            args.workers,
+            args.device,
+            args.amp,
+            args.channels_last,
+            args.progress,
+        )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if m["is_main"]:
-        print(f"{m['model']} (epoch {m['epoch']}) on {m['dataset']} val, {m['count']} images: "
-              f"top-1 error {m['top1_err']:.2f}%, top-5 error {m['top5_err']:.2f}%, loss {m['loss']:.4f}")
+        print(
+            f"{m['model']} (epoch {m['epoch']}) on {m['dataset']} val, {m['count']} images: "
+            f"top-1 error {m['top1_err']:.2f}%, top-5 error {m['top5_err']:.2f}%, loss {m['loss']:.4f}"
+        )
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return 0

@@ -20,8 +20,9 @@ from .training.runner import config_for_resume, run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m torch_impl.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m torch_impl.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--list-recipes", action="store_true", help="print the shipped recipes and exit")
     parser.add_argument("--list-models", action="store_true", help="print the model names and exit")
     add_config_arguments(parser)

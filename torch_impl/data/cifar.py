@@ -70,11 +70,16 @@ def load_cifar100_split(folder: str | Path, split: str) -> tuple[np.ndarray, np.
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ValueError(f"{path}: b'data' must be uint8 of shape (N, 3072), got {data.dtype} {data.shape}")
     if labels.shape != (len(data),):
-        raise ValueError(f"{path}: b'fine_labels' must hold one label per image ({len(data)}), got shape {labels.shape}")
+        raise ValueError(
+            f"{path}: b'fine_labels' must hold one label per image ({len(data)}), got shape {labels.shape}"
+        )
     if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise ValueError(f"{path}: fine labels must lie in [0, {NUM_CLASSES}), got [{labels.min()}, {labels.max()}]")
     meta_path = folder / "meta"
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in _key(_unpickle(meta_path), "fine_label_names", meta_path)]
+    names = [
+        n.decode() if isinstance(n, bytes) else str(n)
+        for n in _key(_unpickle(meta_path), "fine_label_names", meta_path)
+    ]
     if len(names) != NUM_CLASSES:
         raise ValueError(f"{meta_path}: expected {NUM_CLASSES} fine label names, got {len(names)}")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # planes -> HWC

@@ -11,8 +11,8 @@ ground truth gives each image's class). Class indices are the sorted folder name
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image
 from torchvision.datasets import ImageFolder

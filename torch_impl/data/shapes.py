@@ -83,7 +83,9 @@ def _star(points: int = 5, inner: float = 0.45) -> np.ndarray:
 
 def _cross(half_width: float = 0.33) -> np.ndarray:
     a, w = 1.0, half_width
-    return np.array([[-w, -a], [w, -a], [w, -w], [a, -w], [a, w], [w, w], [w, a], [-w, a], [-w, w], [-a, w], [-a, -w], [-w, -w]])
+    return np.array(
+        [[-w, -a], [w, -a], [w, -w], [a, -w], [a, w], [w, w], [w, a], [-w, a], [-w, w], [-a, w], [-a, -w], [-w, -w]]
+    )
 
 
 def _arrow() -> np.ndarray:
@@ -191,7 +193,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.asarray(image).copy()
 
 
-def _contrasting_colour(rng: np.random.Generator, under: np.ndarray, distance: float = 80, tries: int = 20) -> np.ndarray:
+def _contrasting_colour(
+    rng: np.random.Generator, under: np.ndarray, distance: float = 80, tries: int = 20
+) -> np.ndarray:
     """A random colour at least ``distance`` (RGB distance) away from the mean colour ``under`` the shape."""
     mean = under.reshape(-1, 3).mean(0)
     for _ in range(tries):

@@ -17,8 +17,9 @@ A checkpoint is a dict of tensors and plain values::
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,7 +51,9 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     if path.is_dir():
         path = path / LAST
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: expected a .pth file written by torch_impl.train or a run folder holding {LAST}")
+        raise FileNotFoundError(
+            f"no checkpoint at {path}: expected a .pth file written by torch_impl.train or a run folder holding {LAST}"
+        )
     return path
 
 
@@ -70,7 +73,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def check_architecture(state: Mapping[str, Any], model_name: str, model_kwargs: Mapping, num_classes: int, where: str = "") -> None:
+def check_architecture(
+    state: Mapping[str, Any], model_name: str, model_kwargs: Mapping, num_classes: int, where: str = ""
+) -> None:
     """Refuse a checkpoint of another network (name, options or number of classes) with a clear message."""
     mine = (model_name, dict(model_kwargs), num_classes)
     theirs = (state["model_name"], dict(state["model_kwargs"]), state["num_classes"])

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -78,7 +79,7 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bars
     tensorboard: bool = True
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise ValueError for any value out of range; return self."""
         _choice("dataset", self.dataset, DATASETS)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
@@ -87,7 +88,14 @@ class TrainConfig:
         _choice("device", self.device, DEVICES)
         for name in ("epochs", "batch_size", "image_size", "lr_step_size"):
             _positive(name, getattr(self, name))
-        for name in ("eval_batch_size", "steps_per_epoch", "train_samples", "val_samples", "threads", "stop_after_epochs"):
+        for name in (
+            "eval_batch_size",
+            "steps_per_epoch",
+            "train_samples",
+            "val_samples",
+            "threads",
+            "stop_after_epochs",
+        ):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
@@ -103,7 +111,9 @@ class TrainConfig:
                 f"{self.weight_decay}, {self.label_smoothing}"
             )
         if not isinstance(self.lr_milestones, list) or not all(0 < m < 1 for m in self.lr_milestones):
-            raise ValueError(f"lr_milestones must be a list of fractions of the epochs in (0, 1), got {self.lr_milestones!r}")
+            raise ValueError(
+                f"lr_milestones must be a list of fractions of the epochs in (0, 1), got {self.lr_milestones!r}"
+            )
         if not isinstance(self.model_kwargs, dict):
             raise ValueError(f"model_kwargs must be a mapping, got {self.model_kwargs!r}")
         if self.dataset in ("cifar100", "imagenet") and not self.data_dir:
@@ -135,7 +145,9 @@ _HINTS = typing.get_type_hints(TrainConfig)
 
 def recipe_names() -> list[str]:
     """The recipes shipped in ``torch_impl/recipes/`` (without ``.yaml``)."""
-    return sorted(p.name[: -len(".yaml")] for p in resources.files("torch_impl.recipes").iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[: -len(".yaml")] for p in resources.files("torch_impl.recipes").iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def read_recipe(name_or_path: str | Path) -> dict[str, Any]:
@@ -146,7 +158,9 @@ def read_recipe(name_or_path: str | Path) -> dict[str, Any]:
     else:
         path = Path(name_or_path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"recipe {name_or_path!r} is neither a shipped recipe {recipe_names()} nor a YAML file")
+            raise FileNotFoundError(
+                f"recipe {name_or_path!r} is neither a shipped recipe {recipe_names()} nor a YAML file"
+            )
         text = path.read_text()
     values = yaml.safe_load(text) or {}
     if not isinstance(values, dict):
@@ -207,18 +221,26 @@ def _parse_value(name: str):
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per TrainConfig field (``--x/--no-x`` for booleans), all defaulting to "not given"."""
-    parser.add_argument("--recipe", default=None, help=f"a shipped recipe {recipe_names()} or a YAML file (default: {DEFAULT_RECIPE})")
+    parser.add_argument(
+        "--recipe", default=None, help=f"a shipped recipe {recipe_names()} or a YAML file (default: {DEFAULT_RECIPE})"
+    )
     group = parser.add_argument_group("recipe overrides (every recipe key)")
-    for name in FIELDS:
+    for name, spec in FIELDS.items():
         if name == "recipe":
             continue
         flag = "--" + name.replace("_", "-")
-        default = FIELDS[name].default if FIELDS[name].default is not dataclasses.MISSING else FIELDS[name].default_factory()
+        default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
         if _HINTS[name] is bool:
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
         else:
-            group.add_argument(flag, dest=name, type=_parse_value(name), default=argparse.SUPPRESS, metavar=name.upper(),
-                               help=f"(default {default!r})")
+            group.add_argument(
+                flag,
+                dest=name,
+                type=_parse_value(name),
+                default=argparse.SUPPRESS,
+                metavar=name.upper(),
+                help=f"(default {default!r})",
+            )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from matplotlib.figure import Figure
 
@@ -27,9 +27,18 @@ def plot_curves(
             continue
         colour = f"C{i}"
         epochs = [int(r["epoch"]) for r in rows]
-        ax.plot(epochs, [float(r["val_top1_err"]) for r in rows], color=colour, marker="o", ms=3, label=f"{label} (val)")
+        ax.plot(
+            epochs, [float(r["val_top1_err"]) for r in rows], color=colour, marker="o", ms=3, label=f"{label} (val)"
+        )
         if train:
-            ax.plot(epochs, [float(r["train_top1_err"]) for r in rows], color=colour, ls="--", alpha=0.7, label=f"{label} (train)")
+            ax.plot(
+                epochs,
+                [float(r["train_top1_err"]) for r in rows],
+                color=colour,
+                ls="--",
+                alpha=0.7,
+                label=f"{label} (train)",
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel("top-1 error (%)")
     ax.set_title(title)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -55,7 +55,9 @@ def train_one_epoch(
             logits = model(images)
             loss = criterion(logits, targets)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: the loss became {float(loss)} at step {step}; lower --lr or check the data")
+            raise FloatingPointError(
+                f"{desc}: the loss became {float(loss)} at step {step}; lower --lr or check the data"
+            )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -85,7 +87,9 @@ def evaluate(
     model.eval()
     meter = ErrorMeter()
     total = len(loader) if hasattr(loader, "__len__") else None
-    for images, targets in tqdm(loader, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not (progress and ctx.is_main)):
+    for images, targets in tqdm(
+        loader, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not (progress and ctx.is_main)
+    ):
         images, targets = _to_device(images, targets, ctx.device, channels_last)
         with autocast(ctx.device, amp):
             logits = model(images)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from tqdm.auto import tqdm
 
@@ -31,7 +31,9 @@ def format_epoch(row: Mapping[str, float], epochs: int) -> str:
 class RunLog:
     """Rank 0's outputs for one run; on other ranks (or with ``run_dir=None``) it only stays quiet."""
 
-    def __init__(self, run_dir: Path | None, active: bool, tensorboard: bool = True, start_epoch: int = 0, title: str = ""):
+    def __init__(
+        self, run_dir: Path | None, active: bool, tensorboard: bool = True, start_epoch: int = 0, title: str = ""
+    ):
         self.run_dir, self.active, self.title = run_dir, active, title
         self.writer = None
         if active and run_dir is not None and tensorboard:

@@ -13,7 +13,9 @@ def topk_hits(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] =
     k larger than the number of classes counts every row as correct (top-5 of 3 classes is certain).
     """
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:
-        raise ValueError(f"expected logits (N, C) and targets (N,), got {tuple(logits.shape)} and {tuple(targets.shape)}")
+        raise ValueError(
+            f"expected logits (N, C) and targets (N,), got {tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
     k_max = min(max(ks), logits.shape[1])
     top = logits.topk(k_max, dim=1).indices  # (N, k_max), best first
     hit = top.eq(targets[:, None])  # at most one True per row

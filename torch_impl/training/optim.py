@@ -40,7 +40,9 @@ def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
     raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     # A closure, not a callable object: LambdaLR then saves only its step count, and the schedule
     # itself always comes from the run's configuration.
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg, steps_per_epoch))

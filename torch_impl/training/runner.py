@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import yaml
@@ -130,11 +131,21 @@ def _loaders(cfg: TrainConfig, ctx: DistContext):
     generator = torch.Generator()  # re-seeded every epoch; seeds the loader's worker processes
     pin = ctx.device.type == "cuda"
     train_loader = DataLoader(
-        train_set, batch_size=batch, sampler=sampler, num_workers=workers, pin_memory=pin, drop_last=True, generator=generator
+        train_set,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin,
+        drop_last=True,
+        generator=generator,
     )
     eval_batch = (cfg.eval_batch_size or 2 * cfg.batch_size) // ctx.world_size or 1
     val_loader = DataLoader(
-        val_set, batch_size=eval_batch, sampler=ShardSampler(len(val_set), ctx.rank, ctx.world_size), num_workers=workers, pin_memory=pin
+        val_set,
+        batch_size=eval_batch,
+        sampler=ShardSampler(len(val_set), ctx.rank, ctx.world_size),
+        num_workers=workers,
+        pin_memory=pin,
     )
     steps = len(train_loader) if cfg.steps_per_epoch is None else min(cfg.steps_per_epoch, len(train_loader))
     if steps == 0:
@@ -161,6 +172,8 @@ def _run(cfg: TrainConfig, ctx: DistContext) -> RunResult:
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
     if cfg.sync_bn and ctx.distributed:
+        if ctx.device.type != "cuda":
+            raise ValueError("--sync-bn needs CUDA GPUs (torch's SyncBatchNorm has no CPU version)")
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     model: nn.Module = net
     if ctx.distributed:
@@ -199,7 +212,10 @@ def _run(cfg: TrainConfig, ctx: DistContext) -> RunResult:
     try:
         for epoch in range(start_epoch, cfg.epochs):
             if cfg.stop_after_epochs is not None and epochs_here >= cfg.stop_after_epochs:
-                log.info(f"stopping after {epochs_here} epoch(s) as asked; resume with --resume {run_dir}")
+                log.info(
+                    f"stopping after {epochs_here} epoch(s) as asked"
+                    + (f"; continue with --resume {run_dir}" if run_dir else "")
+                )
                 break
             t0 = time.perf_counter()
             epoch_seed = derive_seed(cfg.seed, epoch, ctx.rank)
@@ -208,9 +224,23 @@ def _run(cfg: TrainConfig, ctx: DistContext) -> RunResult:
             sampler.set_epoch(epoch)
             tag = f"epoch {epoch + 1}/{cfg.epochs}"
             lr = optimizer.param_groups[0]["lr"]
-            train = train_one_epoch(model, train_loader, steps, optimizer, scheduler, scaler, criterion, ctx,
-                                    cfg.amp, cfg.channels_last, cfg.progress, desc=f"train {tag}")
-            val = evaluate(model, val_loader, ctx, criterion, cfg.amp, cfg.channels_last, cfg.progress, desc=f"val {tag}")
+            train = train_one_epoch(
+                model,
+                train_loader,
+                steps,
+                optimizer,
+                scheduler,
+                scaler,
+                criterion,
+                ctx,
+                cfg.amp,
+                cfg.channels_last,
+                cfg.progress,
+                desc=f"train {tag}",
+            )
+            val = evaluate(
+                model, val_loader, ctx, criterion, cfg.amp, cfg.channels_last, cfg.progress, desc=f"val {tag}"
+            )
             history.append({
                 "epoch": epoch + 1, "lr": lr,
                 "train_loss": train["loss"], "train_top1_err": train["top1_err"],

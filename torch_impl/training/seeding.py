@@ -4,6 +4,9 @@ Every epoch re-seeds all generators from ``(seed, epoch, rank)``. The shuffling 
 draws (in the main process and in data-loader workers, which are seeded from the loader's generator)
 and anything else random in epoch e therefore depend only on e, not on what ran before: a run resumed
 after epoch k replays epoch k + 1 exactly as an uninterrupted run does.
+
+Bit-for-bit equality on CPU also needs the same number of threads (``--threads``): the float sums
+inside convolutions are split by thread, so their last bits depend on it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import torch
 
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed that mixes ``parts`` (e.g. base seed, epoch, rank) through numpy's SeedSequence."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -32,7 +37,11 @@ def configure_determinism(deterministic: bool) -> tuple[bool, bool, bool]:
 
     Returns the previous settings, for ``restore_determinism``.
     """
-    previous = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
     if deterministic:
         # cuBLAS needs a fixed workspace to be deterministic; harmless on CPU.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -52,8 +61,12 @@ def rng_state() -> dict:
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
