@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def plot_curves(
@@ -13,12 +14,14 @@ def plot_curves(
     path: str | Path | None = None,
     title: str = "Top-1 error",
     train: bool = True,
+    chance: float | None = None,
 ) -> Figure:
     """Validation top-1 error (solid) and, with ``train``, training top-1 error (dashed) per epoch.
 
     Args:
         histories: label -> the run's history (``RunResult.history`` or the rows of ``metrics.csv``).
         path: where to save a PNG (None: only return the figure).
+        chance: the top-1 error of guessing (100 (1 - 1/classes)), drawn as a dotted line.
     """
     fig = Figure(figsize=(6, 4), dpi=120)
     ax = fig.add_subplot()
@@ -27,18 +30,15 @@ def plot_curves(
             continue
         colour = f"C{i}"
         epochs = [int(r["epoch"]) for r in rows]
-        ax.plot(
-            epochs, [float(r["val_top1_err"]) for r in rows], color=colour, marker="o", ms=3, label=f"{label} (val)"
-        )
+        prefix = f"{label}, " if len(histories) > 1 else ""  # one run: its name is in the title
+        val = [float(r["val_top1_err"]) for r in rows]
+        ax.plot(epochs, val, color=colour, marker="o", ms=3, label=f"{prefix}val")
         if train:
-            ax.plot(
-                epochs,
-                [float(r["train_top1_err"]) for r in rows],
-                color=colour,
-                ls="--",
-                alpha=0.7,
-                label=f"{label} (train)",
-            )
+            train_err = [float(r["train_top1_err"]) for r in rows]
+            ax.plot(epochs, train_err, color=colour, ls="--", alpha=0.7, label=f"{prefix}train")
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls=":", lw=1, label=f"chance ({chance:.1f} %)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("top-1 error (%)")
     ax.set_title(title)

@@ -32,9 +32,15 @@ class RunLog:
     """Rank 0's outputs for one run; on other ranks (or with ``run_dir=None``) it only stays quiet."""
 
     def __init__(
-        self, run_dir: Path | None, active: bool, tensorboard: bool = True, start_epoch: int = 0, title: str = ""
+        self,
+        run_dir: Path | None,
+        active: bool,
+        tensorboard: bool = True,
+        start_epoch: int = 0,
+        title: str = "",
+        chance: float | None = None,
     ):
-        self.run_dir, self.active, self.title = run_dir, active, title
+        self.run_dir, self.active, self.title, self.chance = run_dir, active, title, chance
         self.writer = None
         if active and run_dir is not None and tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
@@ -53,7 +59,12 @@ class RunLog:
         if self.run_dir is None:
             return
         self._write_csv(history)
-        plot_curves({self.title or "run": history}, self.run_dir / CURVE_NAME, title=f"{self.title}: top-1 error")
+        plot_curves(
+            {self.title or "run": history},
+            self.run_dir / CURVE_NAME,
+            title=f"{self.title}: top-1 error",
+            chance=self.chance,
+        )
         if self.writer is not None:
             for key in COLUMNS[1:]:
                 group = "train" if key.startswith("train") else "val" if key.startswith("val") else "misc"

@@ -196,7 +196,7 @@ def _run(cfg: TrainConfig, ctx: DistContext) -> RunResult:
         history, start_epoch = list(state["history"]), int(state["epoch"])
 
     title = f"{cfg.model} on {cfg.dataset}"
-    log = RunLog(run_dir, ctx.is_main, cfg.tensorboard, start_epoch, title)
+    log = RunLog(run_dir, ctx.is_main, cfg.tensorboard, start_epoch, title, chance=100.0 * (1 - 1 / num_classes))
     if ctx.is_main and run_dir is not None:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log.info(
