@@ -71,6 +71,15 @@ def test_section_files_combine_into_one_report(smoke_run):
     assert benchmark.write_chart(tmp_path / "bench", sections).stat().st_size > 0
 
 
+def test_cpu_profile_lists_each_models_extra_time(tmp_path):
+    benchmark.main(_tiny(tmp_path, "--profile"))
+    text = (tmp_path / "bench_cpu_profile.txt").read_text()
+    for name in benchmark.MODELS[1:]:
+        assert f"== {name}: " in text
+    # the convolutions are in every model: their row shows both columns
+    assert "aten::mkldnn_convolution" in text or "aten::convolution" in text
+
+
 def test_bad_options_are_refused():
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--reps", "0"])

@@ -334,6 +334,23 @@ def test_fused_tail_keeps_no_full_map_beyond_the_plain_resnet_block(randomize_bn
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("design", ["aff3d", "aff3d_sum", "mc_r+ms_r", "mc_rs+ms_rs"])
+@pytest.mark.parametrize("relu", [True, False], ids=["relu", "norelu"])
+def test_folded_inference_with_the_block_norm_equals_the_block_tail(design, relu, randomize_bn):
+    """The no-autograd path (BNs folded, the bias of F_ex's second convolution inside its product,
+    the block's norm by PyTorch's batch-norm kernel) against relu(attn(norm(R), X) + X)."""
+    fast_m, ref_m = _twins(8, design, randomize_bn, reduction=2)
+    bn = randomize_bn(nn.BatchNorm2d(8), 7).double()
+    for mod in (fast_m, ref_m, bn):
+        mod.eval()
+    Rr, X = _pair(9, n=2)
+    with torch.no_grad():
+        for _ in range(2):  # the second call takes the cached folding
+            y_fast = fast_m.gate_add_relu(Rr, X, relu=relu, norm=bn)
+            y_ref = ref_m(bn(Rr), X) + X
+            assert _max_diff([y_fast], [y_ref.relu() if relu else y_ref]) < TOL
+
+
 def test_inference_cache_follows_weight_and_mode_changes(randomize_bn):
     fast_m, ref_m = _twins(8, "aff3d", randomize_bn, reduction=2)
     fast_m.eval(), ref_m.eval()

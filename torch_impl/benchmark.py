@@ -128,7 +128,8 @@ def _interleaved(models: dict, reps: int, run_once) -> dict[str, list[float]]:
 # ------------------------------------------------------------------------------------------------
 
 
-def bench_cpu(models: dict, reps: int, threads: int, image_size: int, batch: int, warmup: int = 1) -> dict:
+def bench_cpu(models: dict, reps: int, threads: int, image_size: int, batch: int, warmup: int = 1,
+              profile_path: Path | None = None) -> dict:
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     x1 = torch.randn(1, 3, image_size, image_size, generator=g)
@@ -157,6 +158,8 @@ def bench_cpu(models: dict, reps: int, threads: int, image_size: int, batch: int
 
         lat = _interleaved(models, reps, once(x1, True))
         thr = _interleaved(models, max(1, reps // 2), once(xb, False))
+        if profile_path is not None:
+            _profile_cpu(models, x1, profile_path)
     lat_ms = {n: statistics.median(v) * 1e3 for n, v in lat.items()}
     cpu_ms = {n: statistics.median(v) * 1e3 for n, v in cpu_times.items()}
     ips = {n: batch / statistics.median(v) for n, v in thr.items()}
@@ -179,6 +182,32 @@ def bench_cpu(models: dict, reps: int, threads: int, image_size: int, batch: int
         "throughput_batch": batch,
         "targets": {"latency_b1_ratio": TARGETS["cpu_latency_b1"]},
     }
+
+
+def cpu_operator_times(model: nn.Module, x: torch.Tensor, reps: int = 10) -> dict[str, float]:
+    """Self CPU time per forward (ms) of each operator (torch.profiler), no autograd."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(reps):
+            model(x)
+    return {e.key: e.self_cpu_time_total / reps / 1e3 for e in prof.key_averages()}
+
+
+def _profile_cpu(models, x, path: Path, rows: int = 14) -> None:
+    """Where the batch-1 forward's extra time goes: each model's operators beside ResNet-50's."""
+    per = {n: cpu_operator_times(models[n], x) for n in MODELS}
+    base = per[BASELINE]
+    lines = [f"Self CPU time per batch-1 forward (ms) by operator, torch.profiler on ({torch.get_num_threads()} "
+             f"threads, image {x.shape[-1]}); columns: model, ResNet-50, difference. {machine('cpu')['cpu']}."]
+    for n in MODELS[1:]:
+        ops = set(per[n]) | set(base)
+        diff = {k: per[n].get(k, 0.0) - base.get(k, 0.0) for k in ops}
+        total, btotal = sum(per[n].values()), sum(base.values())
+        lines.append(f"\n== {n}: {total:.2f} ms, ResNet-50 {btotal:.2f} ms, {total - btotal:+.2f} ms ==")
+        for k, v in sorted(diff.items(), key=lambda kv: -abs(kv[1]))[:rows]:
+            lines.append(f"  {k:36s} {per[n].get(k, 0.0):9.3f} {base.get(k, 0.0):9.3f} {v:+9.3f}")
+    path.write_text("\n".join(lines) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -386,7 +415,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cpu-batch", type=int, default=None, help="CPU throughput batch (default 32, --quick 8)")
     p.add_argument("--cuda-batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=None, help="CUDA training steps per repetition (default 5, --quick 2)")
-    p.add_argument("--profile", action="store_true", help="also write a CUDA kernel profile of one training step")
+    p.add_argument("--profile", action="store_true", help="also write a profile: CPU operators of a batch-1 forward, CUDA kernels of a training step")
     p.add_argument("--out", type=Path, default=Path("docs/results/benchmark"),
                    help="output prefix (default docs/results/benchmark)")
     args = p.parse_args(argv)
@@ -413,7 +442,8 @@ def main(argv=None) -> dict:
     for section in sections:
         t0 = time.perf_counter()
         if section == "cpu":
-            res = bench_cpu(models, args.reps, args.threads, args.image_size, args.cpu_batch)
+            prof = args.out.parent / f"{args.out.name}_cpu_profile.txt" if args.profile else None
+            res = bench_cpu(models, args.reps, args.threads, args.image_size, args.cpu_batch, profile_path=prof)
         else:
             prof = args.out.parent / f"{args.out.name}_cuda_profile.txt" if args.profile else None
             res = bench_cuda(models, args.reps, args.cuda_batch, args.image_size, args.steps, profile_path=prof)

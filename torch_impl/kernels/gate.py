@@ -46,9 +46,16 @@ def _residual(R: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor |
     return torch.addcmul(shift[:, None, None], R, scale[:, None, None])
 
 
-def _logits(hid: torch.Tensor, W2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
-    """z = W_2' h + b_2', one 1x1 convolution as a batched matrix product: (N, C, H*W)."""
+def _logits(hid: torch.Tensor, W2: torch.Tensor, b2: torch.Tensor | None) -> torch.Tensor:
+    """z = W_2' h + b_2', one 1x1 convolution as a batched matrix product: (N, C, H*W).
+
+    ``b2=None``: the bias is already inside the product (a row of ones appended to h and b_2' appended
+    to W_2' as a column); that saves a full-size copy of the broadcast bias, which on CPU cost as much
+    as the product itself at ResNet-50's first stage.
+    """
     N, Cd = hid.shape[:2]
+    if b2 is None:
+        return torch.matmul(W2, hid.reshape(N, Cd, -1))
     return torch.baddbmm(b2[None, :, None], W2.expand(N, -1, -1), hid.reshape(N, Cd, -1))
 
 
