@@ -335,7 +335,7 @@ def write_markdown(prefix: Path, sections: dict) -> Path:
                          f"{s[f'throughput_b{b}_img_s'][n]:.2f} | {s[f'throughput_b{b}_cost_ratio'][n]:.3f} |")
         lines += ["", f"Target: latency ratio <= {TARGETS['cpu_latency_b1']} for the fast 3D-AFF "
                       f"(paper: 209 / 185 = 1.13). Image {s['image_size']}, {s['reps']} repetitions; "
-                      f"1-minute load average at the end {s.get('load_average')} (CPU time is the process's "
+                      f"1-minute load average at the end {s.get('load_average') or 0:.2f} (CPU time is the process's "
                       "own, all threads: the steadier measure on a shared machine).", ""]
         if s.get("note"):
             lines += [f"Note: {s['note']}", ""]
