@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+from tiny_run import tiny_config
 
 from torch_impl import create_model
 from torch_impl.training import checkpoint as ckpt
@@ -15,20 +16,8 @@ from torch_impl.training.seeding import rng_state, set_rng_state
 
 
 def tiny(out, **kw):
-    cfg = dict(
-        model="resnet20_cifar",
-        image_size=16,
-        train_samples=32,
-        val_samples=16,
-        epochs=1,
-        batch_size=8,
-        steps_per_epoch=2,
-        output_dir=str(out),
-        progress=False,
-        tensorboard=False,
-    )
-    cfg.update(kw)
-    return cfg
+    return tiny_config(out, **{"model": "resnet20_cifar", "train_samples": 32, "val_samples": 16, "epochs": 1,
+                               "steps_per_epoch": 2, **kw})
 
 
 def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path):

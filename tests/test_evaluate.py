@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import pytest
 from test_data_cifar import write_cifar100
+from tiny_run import tiny_config
 
 from torch_impl.evaluate import evaluate_checkpoint, main
 from torch_impl.training import run
 
 
 def tiny(out, **kw):
-    cfg = dict(
-        model="se_resnet20_cifar",
-        image_size=16,
-        train_samples=32,
-        val_samples=40,
-        epochs=2,
-        batch_size=8,
-        steps_per_epoch=2,
-        output_dir=str(out),
-        progress=False,
-        tensorboard=False,
-    )
-    cfg.update(kw)
-    return cfg
+    return tiny_config(out, **{"model": "se_resnet20_cifar", "train_samples": 32, "val_samples": 40,
+                               "steps_per_epoch": 2, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from test_data_cifar import write_cifar100
 from test_data_imagenet import write_imagenet
+from tiny_run import tiny_config
 
 from torch_impl.train import build_parser, main
 from torch_impl.training import make_config, read_csv, recipe_names, run
@@ -15,20 +16,7 @@ from torch_impl.training.optim import lr_factor
 
 def tiny(out=None, **kw):
     """A run of a few steps on 16 x 16 shapes: well under a second of training."""
-    cfg = dict(
-        model="aff3d_resnet20_cifar",
-        image_size=16,
-        train_samples=48,
-        val_samples=24,
-        epochs=2,
-        batch_size=8,
-        steps_per_epoch=3,
-        output_dir=None if out is None else str(out),
-        progress=False,
-        tensorboard=False,
-    )
-    cfg.update(kw)
-    return cfg
+    return tiny_config(out, **kw)
 
 
 def weights_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:

@@ -9,30 +9,14 @@ import sys
 import time
 
 import torch
+from tiny_run import tiny_config
 
 from torch_impl.training import load_checkpoint, read_csv, run
 
 
 def tiny(out=None, **kw):
-    cfg = dict(
-        model="aff3d_resnet20_cifar",
-        image_size=16,
-        train_samples=48,
-        val_samples=16,
-        epochs=3,
-        batch_size=8,
-        steps_per_epoch=3,
-        output_dir=None if out is None else str(out),
-        progress=False,
-        tensorboard=False,
-        optimizer="sgd",
-        lr=0.05,
-        lr_schedule="multistep",
-        lr_milestones=[0.5],
-        warmup_steps=2,
-    )
-    cfg.update(kw)
-    return cfg
+    return tiny_config(out, **{"val_samples": 16, "epochs": 3, "optimizer": "sgd", "lr": 0.05,
+                               "lr_schedule": "multistep", "lr_milestones": [0.5], "warmup_steps": 2, **kw})
 
 
 def assert_same_weights(a: dict, b: dict):
