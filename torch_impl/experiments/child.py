@@ -49,6 +49,9 @@ def train_one(spec: dict) -> dict | None:
         result = run(cfg)  # the whole configuration, as the runner resolved it from the recipe
     if int(os.environ.get("RANK", "0")) != 0:
         return None
+    if len(result.history) < result.config.epochs:  # stopped early (stop_after_epochs): not finished
+        print(f"run stopped after {len(result.history)}/{result.config.epochs} epochs; no record written", flush=True)
+        return None
     record = run_record(result.history, images_per_epoch(result.config), time.perf_counter() - start)
     # The wall time of all attempts: a resumed run adds the epochs' times of the earlier attempts.
     record["wall_time_s"] = sum(r["epoch_time_s"] for r in result.history)
@@ -60,8 +63,8 @@ def train_one(spec: dict) -> dict | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(argv[0]).read_text())
-    train_one(spec)
-    return 0
+    record = train_one(spec)
+    return 0 if record is not None or int(os.environ.get("RANK", "0")) != 0 else 3
 
 
 if __name__ == "__main__":
