@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from tests.tiny_run import tiny_config
@@ -162,3 +163,16 @@ def test_results_of_another_budget_or_grid_are_kept(tmp_path, capsys):
     assert main(_args(tmp_path, "table2", "--rows", "resnet", "--seeds", "1")) == 2
     assert "holds grid 'table5'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_gradcam_overlap_scores_by_hand():
+    from torch_impl.experiments.gradcam import per_image_scores
+
+    cam = np.array([[[1.0, 0.0], [0.0, 0.0]], [[0.5, 0.5], [0.0, 0.0]]])
+    masks = np.array([[[True, False], [False, False]], [[False, True], [False, False]]])
+    s = per_image_scores(cam, masks)
+    # image 0: all mass inside, peak inside, highlight == mask; image 1: half the mass inside, the
+    # (first) peak outside, highlight {0, 1} vs mask {1}: IoU 1/2
+    assert s["energy_in_object"] == pytest.approx([1.0, 0.5])
+    assert s["pointing_game"] == pytest.approx([1.0, 0.0])
+    assert s["iou"] == pytest.approx([1.0, 0.5])
