@@ -134,7 +134,7 @@ def plot_curves(ax, grid: Grid, data: dict, keys=None, metric: str = "val_top1_e
     """Seed-mean curves with their 95 % bands, integer epochs, the chance line; returns the curves."""
     cs = curves(grid, data, keys, metric)
     for symbol, c in cs.items():
-        line, = ax.plot(c.epoch, c["mean"], marker="o", ms=3, label=f"{math_label(symbol)} ({c.seeds.iloc[0]} seeds)")
+        line, = ax.plot(c.epoch, c["mean"], marker="o", ms=3, label=f"{math_label(symbol)} ({c.seeds.iloc[0]} seed{'s' if c.seeds.iloc[0] != 1 else ''})")
         ax.fill_between(c.epoch, c["low"], c["high"], color=line.get_color(), alpha=0.2, lw=0)
     ax.axhline(chance_error(data), color="grey", ls=":", lw=1, label=f"chance ({chance_error(data):.1f} %)")
     epochs = sorted({e for c in cs.values() for e in c.epoch})
