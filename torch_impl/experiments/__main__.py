@@ -169,16 +169,17 @@ def _main(args) -> int:
 
     chance = 100.0 * (1 - 1 / 8) if cfg.dataset == "shapes" else None
 
-    def write_grid(g) -> None:
+    def write_grid(g, records: bool = True) -> None:
         data = results[g.name]
-        write_json_atomic(out / g.name / "results.json", data)
+        if records:
+            write_json_atomic(out / g.name / "results.json", data)
         if data["records"]:
             (out / g.name / "results.md").write_text(render_markdown(g, data))
             plot_grid(g, data, out / g.name / "curves.png", chance=chance)
 
-    if args.report_only:
+    if args.report_only:  # results.json is not rewritten: a grid running meanwhile owns it
         for g in grids:
-            write_grid(g)
+            write_grid(g, records=False)
         return 0
 
     selected = [(g, [r for r in g.rows if not wanted or r.key in wanted]) for g in grids]
