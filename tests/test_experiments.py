@@ -176,3 +176,21 @@ def test_gradcam_overlap_scores_by_hand():
     assert s["energy_in_object"] == pytest.approx([1.0, 0.5])
     assert s["pointing_game"] == pytest.approx([1.0, 0.0])
     assert s["iou"] == pytest.approx([1.0, 0.5])
+
+
+def test_queue_order_seed_major_with_priority_rows(tmp_path):
+    from torch_impl.experiments.runner import plan
+
+    grids = [(g, list(g.rows)) for g in (get_grid("table1"), get_grid("table6"))]
+    seeds = {"resnet": 4}.get
+    queue = plan(grids, lambda k: seeds(k, 2), "resnet20_cifar", tmp_path)
+    keys = [r.key for r in queue]
+    assert len(keys) == len(set(keys)) == 7 * 2 + 2  # 7 networks x 2 seeds, shared once; resnet seeds 2, 3
+    assert [r.seed for r in queue] == sorted(r.seed for r in queue)  # seed-major: every row's seed 0 first
+    assert keys[-2:] == ["resnet20_cifar.seed2", "resnet20_cifar.seed3"]
+    first = plan(grids, lambda k: seeds(k, 2), "resnet20_cifar", tmp_path, ({"aff3d"}, 2))
+    assert [r.key for r in first][:2] == ["aff3d_resnet20_cifar.seed0", "aff3d_resnet20_cifar.seed1"]
+    # an interrupted run (checkpoint, no record) goes before everything
+    (tmp_path / "eca_resnet20_cifar.seed1").mkdir()
+    (tmp_path / "eca_resnet20_cifar.seed1" / "last.pth").write_bytes(b"")
+    assert plan(grids, lambda k: seeds(k, 2), "resnet20_cifar", tmp_path)[0].key == "eca_resnet20_cifar.seed1"

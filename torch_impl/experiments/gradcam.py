@@ -72,7 +72,7 @@ def gradcam_maps(net: torch.nn.Module, x: torch.Tensor, batch: int = 250) -> tup
 
 def slim_checkpoint(state: dict, path: Path) -> None:
     """The network part of a checkpoint (no optimizer): loadable with ``load_checkpoint`` and ``load_network``."""
-    keep = ("model_name", "model_kwargs", "num_classes", "model", "epoch", "config", "history", "classes")
+    keep = ("format", "model_name", "model_kwargs", "num_classes", "model", "epoch", "config", "history", "classes")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: state[k] for k in keep if k in state}, path)
 

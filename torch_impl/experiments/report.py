@@ -9,6 +9,7 @@ the least-squares slope of the seed-mean validation error over the last epochs.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ def row_statistics(grid: Grid, data: dict[str, Any]) -> list[dict[str, Any]]:
             "paper": paper,
             "paper_diff": {t: v - paper_base[t] for t, v in paper.items() if t in paper_base},
             "final_slope": slope(curve[-LAST_EPOCHS:]),
+            "last_change": curve[-1] - curve[-2] if len(curve) > 1 else math.nan,
             "epochs": len(curve),
             "wall_time_s": sum(r["wall_time_s"] for r in runs.values()) / len(runs),
         })  # fmt: skip
@@ -95,8 +97,8 @@ def render_markdown(grid: Grid, data: dict[str, Any], curves_name: str = "curves
         f"Paired difference: row minus baseline (`{base.symbol}`) seed by seed (same seed: same data order).",
         "",
         "| paper row | ours | seeds | top-1 err mean ± std | 95 % CI | Δ vs baseline [95 % CI] | verdict "
-        "| paper | paper Δ | top-5 err | final slope (pp/epoch) |",
-        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| paper | paper Δ | top-5 err | slope, last 3 epochs (pp/epoch) | last epoch's change (pp) | s / run |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for s in stats:
         t1 = s["top1"]
@@ -107,7 +109,8 @@ def render_markdown(grid: Grid, data: dict[str, Any], curves_name: str = "curves
         flat = "flat" if abs(s["final_slope"]) <= FLAT_SLOPE else "NOT flat"
         lines.append(
             f"| {s['label']} | {s['symbol']} | {t1.n} | {t1.mean:.2f}{std} | {ci} | {_ci(s['paired'])} | "
-            f"{_verdict(s['paired'])} | {paper} | {pdiff} | {s['top5'].mean:.2f} | {s['final_slope']:+.2f} ({flat}) |"
+            f"{_verdict(s['paired'])} | {paper} | {pdiff} | {s['top5'].mean:.2f} | {s['final_slope']:+.2f} ({flat}) | "
+            f"{s['last_change']:+.2f} | {s['wall_time_s']:.0f} |"
         )
     n_runs = len(data["records"])
     lines += [
@@ -117,12 +120,19 @@ def render_markdown(grid: Grid, data: dict[str, Any], curves_name: str = "curves
         "different, easier data set at a much smaller budget).",
         "",
         f"Flatness: slope of the seed-mean validation top-1 error over the last {LAST_EPOCHS} epochs, least squares; "
-        f"'flat' when within ±{FLAT_SLOPE} percentage points per epoch.",
+        f"'flat' when within ±{FLAT_SLOPE} percentage points per epoch. Last epoch's change: seed-mean error of the "
+        "last epoch minus the one before. s / run: mean wall time of a run (train + validation, one thread, on a "
+        "shared machine: see the records' `machine`).",
         "",
         f"![validation error per epoch]({curves_name})",
         "",
     ]
     return "\n".join(lines)
+
+
+def math_label(symbol: str) -> str:
+    """The paper's symbols in matplotlib's math text: ``M_c^{r+s}`` -> ``$M_c^{r+s}$``."""
+    return re.sub(r"(M_\w\^(?:\{[^}]*\}|\w))", r"$\1$", symbol)
 
 
 def plot_grid(grid: Grid, data: dict[str, Any], path: Path, chance: float | None = None) -> None:
@@ -144,7 +154,7 @@ def plot_grid(grid: Grid, data: dict[str, Any], path: Path, chance: float | None
         mean = mean_curve(runs)
         low = [min(r["history"][e]["val_top1_err"] for r in runs) for e in range(length)]
         high = [max(r["history"][e]["val_top1_err"] for r in runs) for e in range(length)]
-        label = f"{row.symbol} (n={len(runs)})"
+        label = f"{math_label(row.symbol)} (n={len(runs)})"
         for a in (ax, zoom):
             (line,) = a.plot(epochs, mean, marker="o", ms=3, label=label)
             a.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
