@@ -182,8 +182,10 @@ def picture(images, labels, masks, shown: dict, path: Path) -> None:
             for side in ax.spines.values():
                 side.set_edgecolor("green" if right else "red")
                 side.set_linewidth(2)
+    from .report import math_label
+
     for r, name in enumerate(["input (mask outline)", *shown]):
-        axes[r, 0].set_ylabel(name, fontsize=8)
+        axes[r, 0].set_ylabel(math_label(name), fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
