@@ -194,3 +194,23 @@ def test_queue_order_seed_major_with_priority_rows(tmp_path):
     (tmp_path / "eca_resnet20_cifar.seed1").mkdir()
     (tmp_path / "eca_resnet20_cifar.seed1" / "last.pth").write_bytes(b"")
     assert plan(grids, lambda k: seeds(k, 2), "resnet20_cifar", tmp_path)[0].key == "eca_resnet20_cifar.seed1"
+
+
+def test_shapes_cache_returns_the_same_pixels_and_is_not_aliased(monkeypatch):
+    from torch_impl.data import shapes
+
+    plain = shapes.ShapesClassification("val", size=16, length=4)
+    cached = shapes.ShapesClassification("val", size=16, length=4, cache=True)
+    calls = []
+    render = shapes.render_classification_sample
+    monkeypatch.setattr(shapes, "render_classification_sample", lambda *a: calls.append(a) or render(*a))
+    first = cached.sample(1)
+    first[0][:] = 0  # a caller writing into its copy must not change the cached image
+    again = cached.sample(-3)  # index -3 is sample 1
+    reference = plain.sample(1)
+    assert len(calls) == 2  # rendered once by the cache, once by the uncached data set
+    assert np.array_equal(again[0], reference[0]) and again[1] == reference[1]
+    assert np.array_equal(again[2], reference[2])
+    monkeypatch.setattr(shapes.ShapesClassification, "cache_rendered", True)
+    assert shapes.ShapesClassification("train", size=16, length=2)._cache == {}  # the class-wide switch
+    assert shapes.ShapesClassification("train", size=16, length=2, cache=False)._cache is None
