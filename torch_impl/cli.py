@@ -22,7 +22,7 @@ def describe(err: BaseException) -> str:
     if isinstance(err, OSError) and err.errno is not None and err.filename is not None:
         name = errno.errorcode.get(err.errno, str(err.errno))
         return f"{err.filename}: {err.strerror} ({name})"
-    return str(err) or type(err).__name__
+    return " ".join(str(err).split()) or type(err).__name__  # one line, whatever the message's layout
 
 
 def report(err: BaseException) -> int:

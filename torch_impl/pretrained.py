@@ -51,8 +51,10 @@ def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str
         try:
             source = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # not a torch file, truncated, or pickled objects beyond tensors
+            from .training.checkpoint import load_error_reason
+
             raise ValueError(
-                f"pretrained weights: cannot read {path} with weights_only=True ({type(err).__name__}: {err})"
+                f"pretrained weights: cannot read {path} with weights_only=True ({load_error_reason(err)})"
             ) from err
         if isinstance(source, Mapping) and "format" in source:
             from .training.checkpoint import check_loaded  # imported late: the training stack is heavier

@@ -22,6 +22,7 @@ Checkpoints of format ``.../1`` predate the checksum; they still load, unverifie
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise ValueError(f"cannot read checkpoint {path} with weights_only=True ({type(err).__name__}: {err})") from err
+        raise ValueError(f"cannot read checkpoint {path} with weights_only=True ({load_error_reason(err)})") from err
     return check_loaded(state, path)
+
+
+def load_error_reason(err: Exception) -> str:
+    """The gist of a ``torch.load(weights_only=True)`` failure, on one line.
+
+    (torch's own message suggests ``weights_only=False``, which would run any code the file holds.)
+    """
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(Check the documentation|$)", text, re.S)
+    reason = " ".join((found.group(1) if found else text).split())
+    return f"{type(err).__name__}: {reason}"
 
 
 def check_loaded(state: Any, path: str | Path) -> dict[str, Any]:
