@@ -109,7 +109,7 @@ def test_a_kill_between_any_two_file_writes_then_resume_leaves_files_that_agree(
     monkeypatch.setattr(os, "replace", lambda a, b: (commits.append(b), real_replace(a, b))[1])
     run(**improving(tmp_path, run_name="count"))
     n_commits = len(commits)
-    assert n_commits >= 9  # config.yaml, then per epoch: last.pth, best.pth, metrics.csv, curve.png
+    assert n_commits >= 6  # per epoch at least last.pth, best.pth and metrics.csv (also config.yaml, curve.png)
 
     for k in range(n_commits):
         calls = []
@@ -132,11 +132,11 @@ def test_a_kill_between_any_two_file_writes_then_resume_leaves_files_that_agree(
         summary = capsys.readouterr().out
         best_epoch = resumed.best["epoch"]
         assert best_epoch == full.best["epoch"] == 2
-        assert load_checkpoint(run_dir / "best.pth")["epoch"] == best_epoch, f"kill before commit {k}"
+        assert load_checkpoint(run_dir / "best.pth")["epoch"] == best_epoch, f"kill before commit {k}: {calls}"
         rows = read_csv(run_dir / "metrics.csv")
-        assert [r["epoch"] for r in rows] == [1, 2], f"kill before commit {k}"
+        assert [r["epoch"] for r in rows] == [1, 2], f"kill before commit {k}: {calls}"
         assert min(rows, key=lambda r: r["val_top1_err"])["epoch"] == best_epoch
-        assert f"at epoch {best_epoch} (best.pth)" in summary
+        assert f"best top-1 error {full.best['val_top1_err']:.2f}% at epoch {best_epoch}" in summary
         assert [r["val_top1_err"] for r in rows] == [r["val_top1_err"] for r in full.history]
 
 
