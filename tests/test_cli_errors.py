@@ -68,6 +68,7 @@ def trained(tmp_path_factory):
         (["--model", "resnet21"], "unknown model 'resnet21'"),
         (["--model-kwargs", "{bogus: 1}"], r"unknown option\(s\) \['bogus'\]"),
         (["--model", "aff3d_resnet20_cifar", "--model-kwargs", "{reduction: 0}"], "positive integer d, got 0"),
+        (["--model-kwargs", "{num_classes: 5}"], "model_kwargs may not set num_classes"),
         (["--run-name", "../../x"], "run_name must be a plain folder name"),
         (["--data-dir", "/data"], "--data-dir /data does not apply to the built-in shapes data set"),
     ],

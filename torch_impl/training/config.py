@@ -124,6 +124,10 @@ class TrainConfig:
             raise ValueError(f"dataset {self.dataset!r} needs --data-dir (the folder with the data), got none")
         if self.download and self.dataset != "cifar100":
             raise ValueError(f"--download is only available for cifar100, not {self.dataset!r}")
+        if "num_classes" in self.model_kwargs:
+            raise ValueError(
+                "model_kwargs may not set num_classes: the classifier's size comes from the data set's classes"
+            )
         if self.dataset == "shapes" and self.data_dir is not None:
             raise ValueError(
                 f"--data-dir {self.data_dir} does not apply to the built-in shapes data set (it is generated, "

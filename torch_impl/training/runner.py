@@ -292,13 +292,14 @@ def _repair_run_folder(run_dir: Path, state: dict, log: RunLog) -> None:
     best_epoch, best_path = _best_epoch(history), run_dir / ckpt.BEST
     held = ckpt.load_checkpoint(best_path)["epoch"] if best_path.is_file() else None
     if best_epoch is not None and held != best_epoch:
-        if best_epoch != state["epoch"]:
-            raise ValueError(
-                f"{best_path} holds epoch {held}, but the best epoch of {run_dir / ckpt.LAST} is {best_epoch}: "
-                "the folder was changed by hand; restore best.pth or resume a copy without it"
+        if best_epoch == state["epoch"]:  # killed between last.pth and best.pth: last.pth is the best epoch
+            ckpt.save_checkpoint(state, best_path)
+            log.info(f"{ckpt.BEST} updated to epoch {best_epoch} (the run was stopped before writing it)")
+        else:  # not left by a kill: the folder was changed by hand
+            log.info(
+                f"warning: {best_path} holds epoch {held}, not the best epoch {best_epoch} of {ckpt.LAST}, and "
+                "cannot be rebuilt from it"
             )
-        ckpt.save_checkpoint(state, best_path)
-        log.info(f"best.pth updated to epoch {best_epoch} (the run was stopped before writing it)")
     log.write_history(history)
 
 
