@@ -191,8 +191,8 @@ def test_evaluate_refuses_corrupt_and_foreign_files(trained, tmp_path, capsys):
 
 def test_evaluate_compares_class_names(tmp_path, capsys):
     data = write_tiny_cifar100(tmp_path / "data")
-    result = run(**tiny_config(tmp_path, model="resnet20_cifar", dataset="cifar100", data_dir=str(data),
-                               image_size=32, train_samples=None, val_samples=None, epochs=1, steps_per_epoch=1))  # fmt: skip
+    settings = dict(dataset="cifar100", data_dir=str(data), image_size=32, train_samples=None, val_samples=None)
+    result = run(**tiny_config(tmp_path, model="resnet20_cifar", epochs=1, steps_per_epoch=1, **settings))
     other = write_tiny_cifar100(tmp_path / "other", names=[f"class{(i + 1) % 100:02d}".encode() for i in range(100)])
     line = error_of(evaluate_main, ["--checkpoint", str(result.run_dir), "--data-dir", str(other)], capsys)
     assert "classes are not those of the cifar100 validation set" in line

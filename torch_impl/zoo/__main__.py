@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
     if not args.no_write and args.output.is_dir():
-        parser.error(f"--output {args.output} is a folder; give the Markdown file to write, e.g. {args.output / 'zoo.md'}")
+        parser.error(f"--output {args.output} is a folder; give the file to write, e.g. {args.output / 'zoo.md'}")
     print(f"measuring {sum(len(t.rows) for t in tables)} rows of {len(tables)} table(s) ...", file=sys.stderr)
     results = compare_tables(tables)
     print(to_text(results), end="")
