@@ -47,14 +47,19 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         if err.filename == str(path):
             raise
         # The reason (ENOSPC, EACCES, EROFS, ...) with the file the user asked for, not the temporary name.
         raise OSError(err.errno, err.strerror or str(err), str(path)) from err
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: Path) -> None:
+    with contextlib.suppress(OSError):  # e.g. its folder could not be created: there is nothing to remove
+        tmp.unlink(missing_ok=True)
 
 
 def write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
