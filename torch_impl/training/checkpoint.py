@@ -44,9 +44,14 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
     The checkpoint is serialised in memory first, so a full disk fails as ``OSError`` with the
     reason (ENOSPC) and the path, not as torch's zip writer's "unexpected pos".
     """
+    return write_bytes(path, encode_checkpoint(state))
+
+
+def encode_checkpoint(state: Mapping[str, Any]) -> memoryview:
+    """The bytes ``save_checkpoint`` writes (to write one state to several files, encode it once)."""
     buffer = io.BytesIO()
     torch.save(with_checksum(dict(state, format=CHECKPOINT_FORMAT)), buffer)
-    return write_bytes(path, buffer.getbuffer())
+    return buffer.getbuffer()
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..atomic import remove_stale_temporaries, write_text
+from ..atomic import remove_stale_temporaries, write_bytes, write_text
 from ..data import build_dataset
 from ..models import create_model
 from . import checkpoint as ckpt
@@ -314,10 +314,11 @@ def _save_epoch(setup: _Setup, cfg: TrainConfig, epoch: int) -> None:
         "epoch": epoch, "rng": rng_state(), "config": cfg.to_dict(), "history": history,
         "classes": list(setup.loaders.train_set.classes),
     }  # fmt: skip
-    ckpt.save_checkpoint(state, setup.run_dir / ckpt.LAST)
+    encoded = ckpt.encode_checkpoint(state)  # serialised and checksummed once for both files
+    write_bytes(setup.run_dir / ckpt.LAST, encoded)
     setup.saved_epoch = epoch
     if _best_epoch(history) == epoch:
-        ckpt.save_checkpoint(state, setup.run_dir / ckpt.BEST)
+        write_bytes(setup.run_dir / ckpt.BEST, encoded)
 
 
 def _train_epochs(setup: _Setup, cfg: TrainConfig, ctx: DistContext) -> None:
