@@ -147,7 +147,9 @@ def test_detectron2_backbone_builds_a_registered_attention(toy):
     cfg = get_cfg()
     add_aff3d_config(cfg)
     cfg.merge_from_list(["MODEL.AFF3D.ATTENTION", "toy", "MODEL.AFF3D.GAIN", 0.5, "MODEL.RESNETS.DEPTH", 18])
-    cfg.merge_from_list(["MODEL.RESNETS.RES2_OUT_CHANNELS", 64])
+    stages = ["res2", "res3", "res4", "res5"]
+    cfg.merge_from_list(["MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.RESNETS.OUT_FEATURES", stages])
+    cfg.merge_from_list(["MODEL.FPN.IN_FEATURES", stages])
     torch.manual_seed(0)
     fpn = build_aff3d_resnet_fpn_backbone(cfg, ShapeSpec(channels=3))
     attns = [b.attn for stage in fpn.bottom_up.stages for b in stage]
