@@ -20,6 +20,7 @@ weights: ``pretrained=True`` needs a file (``pretrained_cfg_overlay=dict(file=..
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from functools import partial
 from typing import Any, Callable
 
@@ -117,8 +118,12 @@ def register_timm_models() -> list[str]:
     """
     if not timm_installed():
         return []
-    import timm
-    from timm.models import generate_default_cfgs, register_model
+    with warnings.catch_warnings():
+        # timm -> huggingface_hub -> tqdm.auto warns in a Jupyter kernel without ipywidgets, on every
+        # `import torch_impl` in a notebook; the progress bars it is about are never shown here.
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import timm
+        from timm.models import generate_default_cfgs, register_model
 
     new = []
     for name in list_models():
