@@ -167,19 +167,37 @@ def test_without_timm_nothing_is_registered_and_nothing_breaks():
     assert out.stdout.strip() == "PreActResNetCIFAR"
 
 
+STAND_IN = (
+    "import sys, timm\n"
+    "model = timm.create_model(sys.argv[1], num_classes=int(sys.argv[2]))\n"
+    "print(__name__, sys.argv[0].endswith('train.py'), type(model).__name__, model.fc.out_features)\n"
+)
+
+
 @needs_timm
-def test_timm_run_launches_a_script_with_our_networks_registered(tmp_path):
+@pytest.mark.slow
+def test_python_m_timm_run_launches_a_script_with_our_networks_registered(tmp_path):
     """A stand-in for timm's train.py: it only calls timm.create_model(argv[1]), as the real one does."""
-    script = tmp_path / "train.py"
-    script.write_text(
-        "import sys, timm\n"
-        "model = timm.create_model(sys.argv[1], num_classes=int(sys.argv[2]))\n"
-        "print(__name__, sys.argv[0].endswith('train.py'), type(model).__name__, model.fc.out_features)\n"
-    )
-    run = [sys.executable, "-m", "torch_impl.timm_run"]
-    out = subprocess.run([*run, str(script), "eca_resnet20_cifar", "5"], capture_output=True, text=True, env=_env(), timeout=300)
+    (tmp_path / "train.py").write_text(STAND_IN)
+    cmd = [sys.executable, "-m", "torch_impl.timm_run", str(tmp_path / "train.py"), "eca_resnet20_cifar", "5"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["__main__", "True", "PreActResNetCIFAR", "5"]
-    for args in ([], [str(tmp_path / "missing.py")], [str(tmp_path)]):
-        bad = subprocess.run([*run, *args], capture_output=True, text=True, env=_env(), timeout=300)
-        assert bad.returncode == 2 and ("error:" in bad.stderr or "usage:" in bad.stdout), (args, bad.stderr)
+
+
+@needs_timm
+def test_timm_run_in_process_and_its_errors(tmp_path, monkeypatch, capsys):
+    from torch_impl import timm_run
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "train.py").write_text(STAND_IN)
+    timm_run.main([str(tmp_path / "train.py"), "aff3d_resnet20_cifar", "3"])
+    assert capsys.readouterr().out.split() == ["__main__", "True", "PreActResNetCIFAR", "3"]
+    assert sys.path[0] == str(tmp_path)  # as `python train.py` would have it
+    for args, stream in (([], "out"), ([str(tmp_path / "missing.py")], "err"), ([str(tmp_path)], "err")):
+        with pytest.raises(SystemExit) as e:
+            timm_run.main(args)
+        assert e.value.code == 2, args
+        text = getattr(capsys.readouterr(), stream)
+        assert ("usage:" if stream == "out" else "error:") in text, args
