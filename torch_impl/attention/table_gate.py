@@ -233,8 +233,9 @@ class TableTail(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, U, X, m, idx, alpha, beta, add: bool, relu: bool):
-        fwd = gate_cpu.tail_forward if gate_cpu.enabled(U) else tail_forward_torch
-        out = fwd(U, X, m, idx, alpha, beta, add, relu)
+        out = gate_cpu.tail_forward(U, X, m, idx, alpha, beta, add, relu) if gate_cpu.enabled(U) else None
+        if out is None:  # no fused pass for this call (layout, device) or on this machine
+            out = tail_forward_torch(U, X, m, idx, alpha, beta, add, relu)
         ctx.flags = add, relu
         ctx.save_for_backward(U, out if relu else None, m, idx, alpha, beta)
         return out
@@ -242,8 +243,9 @@ class TableTail(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         U, out, m, idx, alpha, beta = ctx.saved_tensors
-        bwd = gate_cpu.tail_backward if gate_cpu.enabled(U) else tail_backward_torch
-        dU, dX, dm, G0, G1 = bwd(dout, out, U, m, idx, alpha, beta, *ctx.flags)
+        args = (dout, out, U, m, idx, alpha, beta, *ctx.flags)
+        grads = gate_cpu.tail_backward(*args) if gate_cpu.enabled(U) else None
+        dU, dX, dm, G0, G1 = grads if grads is not None else tail_backward_torch(*args)
         return dU, dX, dm, None, G0, G1, None, None
 
 
