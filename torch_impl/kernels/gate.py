@@ -5,9 +5,9 @@ One pass over the C x H x W map computes
     out = act( U * sigma(W_2' h + b_2') [+ X_l] ),     U = R * scale + shift (or U = R)
 
 where ``h`` (N, C/d, H, W) is F_ex's hidden map after ReLU, ``W_2'`` (C, C/d) and ``b_2'`` (C) are
-F_ex's second convolution with its batch norm folded in (``aff3d_fast.fold_bn``), ``act`` is the
+F_ex's second convolution with its batch norm folded in (``aff3d_fast.algebra.fold_bn``), ``act`` is the
 block's ReLU or nothing, and ``scale``/``shift`` (C) optionally apply the block's last batch norm on
-the fly, so that U = BN(R) is never stored for backward (``aff3d_fast._FusedTail``).
+the fly, so that U = BN(R) is never stored for backward (``aff3d_fast.training.FusedTail``).
 
 ``gate_forward`` and ``gate_backward`` dispatch to Triton kernels (``gate_triton.py``) on CUDA and to
 the plain PyTorch below everywhere else. The PyTorch versions are the specification: the Triton
