@@ -116,7 +116,8 @@ def test_bad_registrations_are_refused(name, layer, kwargs, match):
 
 
 def test_options_are_checked_by_the_registry():
-    with pytest.raises(ValueError, match=r"attention 'eca': unknown option\(s\) \['reduction'\]: expected some of \['b', 'gamma'\]"):
+    expected = r"attention 'eca': unknown option\(s\) \['reduction'\]: expected some of \['b', 'gamma'\]"
+    with pytest.raises(ValueError, match=expected):
         get_attention("eca", reduction=4)
     with pytest.raises(TypeError, match="option 'gain' needs a default"):
         register_attention("toy", lambda channels, gain: nn.Identity())

@@ -43,8 +43,9 @@ def test_hub_options_and_weights(tmp_path):
     torch.manual_seed(0)
     src = create_model("aff3d_resnet20_cifar", num_classes=5, reduction=8)
     torch.save(src.state_dict(), tmp_path / "w.pth")
+    weights = str(tmp_path / "w.pth")
     model = torch.hub.load(
-        str(ROOT), "aff3d_resnet20_cifar", source="local", pretrained=str(tmp_path / "w.pth"), num_classes=5, reduction=8
+        str(ROOT), "aff3d_resnet20_cifar", source="local", pretrained=weights, num_classes=5, reduction=8
     )
     assert model.layer1[0].attn.design.reduction == 8
     assert all(torch.equal(v, src.state_dict()[k]) for k, v in model.state_dict().items())

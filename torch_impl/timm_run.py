@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if argv else 2)
     script = Path(argv[0])
     if script.suffix != ".py" or not script.is_file():
-        print(f"error: {str(script)!r} is not a Python script (timm's train.py or validate.py)\n{USAGE}", file=sys.stderr)
+        print(f"error: {str(script)!r} is not a Python script (timm's train.py or validate.py)", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         sys.exit(2)
     if not timm_installed():
         print("error: timm is not installed: pip install timm (see pyproject.toml's dev extra)", file=sys.stderr)
