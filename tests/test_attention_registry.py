@@ -7,6 +7,8 @@ after ``unregister_attention`` every derived list is back to the built-in five.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -123,16 +125,9 @@ def test_options_are_checked_by_the_registry():
         register_attention("toy", lambda channels, gain: nn.Identity())
 
 
-class _Node(dict):
-    """A stand-in for yacs' CfgNode: attribute access over a dict."""
-
-    __getattr__ = dict.__getitem__
-    __setattr__ = dict.__setitem__
-
-
 def test_detectron2_config_reads_a_registered_attentions_keys(toy):
     """Without detectron2: the config gains MODEL.AFF3D.GAIN and accepts ATTENTION "toy"."""
-    cfg = _Node(MODEL=_Node())
+    cfg = SimpleNamespace(MODEL=SimpleNamespace())  # add_aff3d_config needs only attributes and type(cfg)()
     add_aff3d_config(cfg)
     assert cfg.MODEL.AFF3D.GAIN == 1.0 and cfg.MODEL.AFF3D.REDUCTION == 16
 
