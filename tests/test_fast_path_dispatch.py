@@ -263,3 +263,23 @@ def test_without_the_compiled_pass_training_keeps_the_product_form(monkeypatch, 
     m, _ = _twins(randomize_bn)
     U, X = (t.to(memory_format=torch.channels_last) for t in _pair(8))
     assert _route(m, U, X) == "fused_tail"
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("design", ["aff3d", "parallel_concat"])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_the_output_takes_an_in_place_add_on_every_route(layout, design, train, randomize_bn):
+    """``out = attn(U, X_l); out += X_l`` (torchvision's and detectron2's block tail) on every route:
+    the output of the fast path is never a view an autograd Function made."""
+    m, ref = _twins(randomize_bn, design)
+    m.train(train), ref.train(train)
+    U, X = _pair(9)
+    if layout == "channels_last":
+        U, X = U.to(memory_format=torch.channels_last), X.to(memory_format=torch.channels_last)
+    U.requires_grad_()
+    y, y_ref = m(U, X), ref(U, X)
+    y += X
+    y_ref = y_ref + X
+    assert _diff(y, y_ref) < TOL
+    g, g_ref = torch.autograd.grad(y.sum(), U), torch.autograd.grad(y_ref.sum(), U)
+    assert _diff(g[0], g_ref[0]) < TOL
