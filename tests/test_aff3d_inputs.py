@@ -53,8 +53,8 @@ def test_integer_input_is_refused_by_the_other_attentions_too(layer):
 @pytest.mark.parametrize(
     "U_dtype, X_dtype, match",
     [
-        (torch.float32, torch.float64, "residual and shortcut must have one dtype, got torch.float32 and torch.float64"),
-        (torch.float64, torch.float32, "residual and shortcut must have one dtype, got torch.float64 and torch.float32"),
+        (torch.float32, torch.float64, "one dtype, got torch.float32 and torch.float64"),
+        (torch.float64, torch.float32, "one dtype, got torch.float64 and torch.float32"),
         (torch.float64, torch.float64, "input is torch.float64 but the module's weights are torch.float32"),
         (torch.bfloat16, torch.bfloat16, "input is torch.bfloat16 but the module's weights are torch.float32"),
     ],

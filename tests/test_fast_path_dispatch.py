@@ -63,7 +63,7 @@ def test_each_route_is_taken_where_the_table_says(randomize_bn):
     assert _route(m, U[:0], X[:0]) == "straightforward"
     assert _route(AFF3D(8, "mc_r", reduction=2), U.float(), X.float()) == "vector_gate"
     assert _route(AFF3D(8, "parallel_concat", reduction=2), U.float(), X.float()) == "vector_gate"
-    assert set(fast.ROUTES) == {"straightforward", "vector_gate", "folded", "autograd", "fused_tail"}
+    assert set(fast.ROUTES) == {"straightforward", "vector_gate", "table", "folded", "autograd", "fused_tail"}
 
 
 def test_routes_under_torch_compile_tracing(monkeypatch, randomize_bn):
@@ -230,3 +230,56 @@ def test_group_norm_takes_the_straightforward_path_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ref(U, X)  # impl="straightforward" asked for it: nothing to say
+
+
+# --------------------------------------------------------------------------------------------
+# The table gate (attention/table_gate.py) in the dispatch
+# --------------------------------------------------------------------------------------------
+
+
+def test_training_on_channels_last_cpu_maps_takes_the_table_gate(randomize_bn):
+    """The table gate is the default where it measured faster: training, CPU, channels_last."""
+    m, ref = _twins(randomize_bn)
+    bn = randomize_bn(nn.BatchNorm2d(8), 3).double()
+    bn_ref = nn.BatchNorm2d(8).double()
+    bn_ref.load_state_dict(bn.state_dict())
+    U, X = (t.to(memory_format=torch.channels_last).requires_grad_() for t in _pair(7))
+    assert fast.choose_route(m, U, X, bn).name == "table"
+    y, y_ref = m.gate_add_relu(U, X, norm=bn), (ref(bn_ref(U), X) + X).relu()
+    assert _diff(y, y_ref) < TOL
+    dout = torch.randn_like(y)
+    g = torch.autograd.grad(y, [U, X, *m.parameters(), *bn.parameters()], dout)
+    g_ref = torch.autograd.grad(y_ref, [U, X, *ref.parameters(), *bn_ref.parameters()], dout)
+    assert max(_diff(a, b) for a, b in zip(g, g_ref)) < TOL
+    # the same maps in NCHW, or at inference, keep the product form
+    assert _route(m, U.detach().contiguous(), X.detach().contiguous()) == "fused_tail"
+    m.eval()
+    with torch.no_grad():
+        assert _route(m, U, X) == "folded"
+
+
+def test_without_the_compiled_pass_training_keeps_the_product_form(monkeypatch, randomize_bn):
+    monkeypatch.setenv("AFF3D_COMPILE", "0")
+    m, _ = _twins(randomize_bn)
+    U, X = (t.to(memory_format=torch.channels_last) for t in _pair(8))
+    assert _route(m, U, X) == "fused_tail"
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("design", ["aff3d", "parallel_concat"])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_the_output_takes_an_in_place_add_on_every_route(layout, design, train, randomize_bn):
+    """``out = attn(U, X_l); out += X_l`` (torchvision's and detectron2's block tail) on every route:
+    the output of the fast path is never a view an autograd Function made."""
+    m, ref = _twins(randomize_bn, design)
+    m.train(train), ref.train(train)
+    U, X = _pair(9)
+    if layout == "channels_last":
+        U, X = U.to(memory_format=torch.channels_last), X.to(memory_format=torch.channels_last)
+    U.requires_grad_()
+    y, y_ref = m(U, X), ref(U, X)
+    y += X
+    y_ref = y_ref + X
+    assert _diff(y, y_ref) < TOL
+    g, g_ref = torch.autograd.grad(y.sum(), U), torch.autograd.grad(y_ref.sum(), U)
+    assert _diff(g[0], g_ref[0]) < TOL
