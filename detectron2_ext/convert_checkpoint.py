@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from torch_impl.atomic import write_bytes
+from torch_impl.atomic import remove_stale_temporaries, write_bytes
 from torch_impl.cli import exit_on_user_error
 from torch_impl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from torch_impl.pretrained import read_state_dict
@@ -126,6 +126,7 @@ def convert_checkpoint(source: str | Path | Mapping[str, torch.Tensor], destinat
     }
     buffer = io.BytesIO()  # serialised in memory: a full disk then fails with its reason (ENOSPC)
     torch.save(checkpoint, buffer)
+    remove_stale_temporaries(destination.parent, [destination.name])  # left by a killed earlier write
     write_bytes(destination, buffer.getbuffer())
     return checkpoint
 

@@ -74,9 +74,9 @@ def trained(tmp_path_factory):
     ],
 )
 def test_train_refuses_bad_settings(tmp_path, capsys, argv, message):
-    line = error_of(train_main, [*FAST, "--output-dir", str(tmp_path / "runs"), *argv], capsys)
+    line = error_of(train_main, [*FAST, "--output-dir", str(tmp_path / "a" / "runs"), *argv], capsys)
     assert re.search(message, line), line
-    assert not (tmp_path / "x").exists() and not list(tmp_path.glob("**/last.pth"))  # nothing written
+    assert not list(tmp_path.iterdir())  # nothing written (runs/../../x would be tmp_path / "x")
 
 
 def test_train_missing_and_malformed_data(tmp_path, capsys):
@@ -209,6 +209,10 @@ def test_zoo_output_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as caught:  # argparse's own "error:" line
         zoo_main(["--tables", "3", "--output", str(tmp_path)])
     assert caught.value.code == 2 and "is a folder" in capsys.readouterr().err
+    stale = tmp_path / ".zoo.md.0badf00d.tmp"  # what a write killed by SIGKILL leaves
+    stale.write_text("half a table")
+    assert zoo_main(["--tables", "3", "--output", str(tmp_path / "zoo.md")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "zoo.md"]
 
 
 def test_converter_errors(tmp_path, capsys, trained):

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..atomic import write_text
+from ..atomic import remove_stale_temporaries, write_text
 from ..cli import exit_on_user_error
 from .compare import compare_tables
 from .paper import PAPER_TABLES, get_table
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     results = compare_tables(tables)
     print(to_text(results), end="")
     if not args.no_write:
+        remove_stale_temporaries(args.output.parent, [args.output.name])  # left by a killed earlier write
         write_text(args.output, to_markdown(results))
         print(f"\nwrote {args.output}")
     return 0
