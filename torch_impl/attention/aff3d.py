@@ -137,6 +137,8 @@ class AFF3D(nn.Module):
     def _check(self, residual: torch.Tensor, shortcut: torch.Tensor, norm: nn.Module | None = None) -> None:
         """The input checks both implementations share (same inputs accepted, same ValueError)."""
         check_inputs("AFF3D", residual, shortcut, self.channels, self.fex.conv2.weight.dtype)
+        if not (self.training or (norm is not None and norm.training)):
+            return  # batch norm counts below: training only
         N, _, H, W = residual.shape
         per_pixel = [("the block's norm", norm)]
         if self.spatial is not None:

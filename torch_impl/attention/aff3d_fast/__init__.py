@@ -110,12 +110,15 @@ def choose_route(m: nn.Module, R: torch.Tensor, X: torch.Tensor, norm: nn.Module
         return Route("straightforward", "an empty batch: nothing to compute")
     if not d.has_spatial or d.fusion == "parallel":
         return Route("vector_gate", "SE or parallel design: the gate is a channel vector and/or a spatial map")
+    batch_stats = False
     for bn in _norms(m, norm):
-        reason = unsupported_reason(bn)
-        if reason is not None:
-            return Route("straightforward", reason)
-    batch_stats = any(bn is not None and not isinstance(bn, nn.Identity) and uses_batch_stats(bn)
-                      for bn in _norms(m, norm))
+        if bn is None or type(bn) is nn.Identity:
+            continue
+        if type(bn) is not nn.BatchNorm2d:  # (the common case needs no further look)
+            reason = unsupported_reason(bn)
+            if reason is not None:
+                return Route("straightforward", reason)
+        batch_stats = batch_stats or uses_batch_stats(bn)
     needs_grad = torch.is_grad_enabled() and (
         R.requires_grad or X.requires_grad or any(t is not None and t.requires_grad for t in weights(m, norm)))
     inference = not needs_grad and not batch_stats

@@ -101,7 +101,7 @@ def inference(m: nn.Module, f: Folded, R, X, add: bool, relu: bool, norm: nn.Mod
               plain_ops: bool = False):
     """No autograd, every norm fixed: folded weights, one product per full-map step.
 
-    ``plain_ops``: no strided ``out=`` writes (what torch.compile and the Triton kernels need).
+    ``plain_ops``: no strided ``out=`` writes (what torch.compile needs), the same operations otherwise.
     """
     d = m.design
     cdt = f.dtype
@@ -123,12 +123,15 @@ def inference(m: nn.Module, f: Folded, R, X, add: bool, relu: bool, norm: nn.Mod
     M_s = shift_sum_strided(T.view(N, -1, H, W), d.kernel_size, f.b_s)  # ... and the shifts: eq. 5
     v = torch.addmm(f.b1, M_c, f.W1t)  # step 3: W_1 M_3D = v + r M_s
     Cd = v.shape[1]
-    if plain_ops or gate_kernels.triton_enabled(U, Cd):
+    if gate_kernels.triton_enabled(U, Cd):
         h = torch.addcmul(v[:, :, None], f.r[None, :, None], M_s.view(N, 1, H * W)).relu_().view(N, Cd, H, W)
         return gate_kernels.gate_forward(U, X, h, f.W2, f.b2, None, None, add, relu)  # eqs. 6, 2, 7
     # h with a row of ones appended, so that [W_2', b_2'] [h; 1] = W_2' h + b_2' is one product.
-    hb = torch.empty(N, Cd + 1, H * W, dtype=cdt, device=U.device)
-    hb[:, Cd].fill_(1)
-    h = hb[:, :Cd]
-    torch.addcmul(v[:, :, None], f.r[None, :, None], M_s.view(N, 1, H * W), out=h).relu_()
+    if plain_ops:  # the same values without a strided out= write (which dynamo refuses)
+        h = torch.addcmul(v[:, :, None], f.r[None, :, None], M_s.view(N, 1, H * W)).relu_()
+        hb = torch.cat([h, h.new_ones(N, 1, H * W)], 1)
+    else:
+        hb = torch.empty(N, Cd + 1, H * W, dtype=cdt, device=U.device)
+        hb[:, Cd].fill_(1)
+        torch.addcmul(v[:, :, None], f.r[None, :, None], M_s.view(N, 1, H * W), out=hb[:, :Cd]).relu_()
     return gate_kernels.gate_forward(U, X, hb.view(N, Cd + 1, H, W), f.W2b, None, None, None, add, relu)
