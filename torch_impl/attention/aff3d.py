@@ -89,9 +89,9 @@ class AFF3D(nn.Module):
         self._folded = None  # the inference folding, built on first use (aff3d_fast/inference.py)
         self.design = resolve_design(design, **switches)
         self.channels = channels
-        design = self.design
-        self.spatial = SpatialConv(design.spatial_in_channels(channels), design.kernel_size) if design.has_spatial else None
-        self.fex = FeatureFusion(channels, design.hidden_channels(channels), norm=design.fex_norm)
+        spec = self.design
+        self.spatial = SpatialConv(spec.spatial_in_channels(channels), spec.kernel_size) if spec.has_spatial else None
+        self.fex = FeatureFusion(channels, spec.hidden_channels(channels), norm=spec.fex_norm)
 
     def extra_repr(self) -> str:
         design = self.design
