@@ -25,7 +25,7 @@ from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock
 from fvcore.nn import weight_init
 from torch import nn
 
-AttnLayer = Callable[[int], nn.Module] | None
+from torch_impl.attention import AttnLayer
 
 
 def attention_norm_layer(norm: str | Callable[[int], nn.Module], channels: int) -> nn.Module:

@@ -65,17 +65,17 @@ def _max_diff(a, b) -> float:
 @pytest.mark.parametrize("design", ["aff3d", "aff3d_sum", "mc_r+ms_r"])
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_step1_split_conv_equals_conv_of_the_merged_input(design, k):
-    d = resolve_design(design, kernel_size=k)
+    spec = resolve_design(design, kernel_size=k)
     U, X = _pair(1, c=6)
-    weight = torch.randn(1, d.spatial_in_channels(6), k, k, dtype=F64)
-    merged = {"concat": torch.cat([U, X], 1), "sum": U + X}[d.merge] if d.spatial_input != "residual" else U
+    weight = torch.randn(1, spec.spatial_in_channels(6), k, k, dtype=F64)
+    merged = {"concat": torch.cat([U, X], 1), "sum": U + X}[spec.merge] if spec.spatial_input != "residual" else U
     expected = F.conv2d(merged, weight, padding=k // 2)
-    W_U, W_X = fast.split_spatial_weight(weight, d, 6)
+    W_U, W_X = fast.split_spatial_weight(weight, spec, 6)
     split = F.conv2d(U, W_U, padding=k // 2)
     if W_X is not None:
         split = split + F.conv2d(X, W_X, padding=k // 2)
     assert _max_diff([split], [expected]) < TOL
-    assert _max_diff([fast.spatial_conv_split(U, X, weight, d)], [expected]) < TOL
+    assert _max_diff([fast.spatial_conv_split(U, X, weight, spec)], [expected]) < TOL
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])
@@ -101,8 +101,8 @@ def test_step2_projection_in_channels_last_layout_is_the_same_product():
 
 def test_eq4_channel_squeeze_of_a_sum_is_the_sum_of_squeezes():
     U, X = _pair(2)
-    d = resolve_design("mc_rs+ms_rs")
-    assert _max_diff([fast.channel_squeeze_split(U, X, d)], [(U + X).mean((2, 3))]) < TOL
+    spec = resolve_design("mc_rs+ms_rs")
+    assert _max_diff([fast.channel_squeeze_split(U, X, spec)], [(U + X).mean((2, 3))]) < TOL
 
 
 @pytest.mark.parametrize("bias", [False, True])

@@ -89,15 +89,15 @@ class AFF3D(nn.Module):
         self._folded = None  # the inference folding, built on first use (aff3d_fast/inference.py)
         self.design = resolve_design(design, **switches)
         self.channels = channels
-        d = self.design
-        self.spatial = SpatialConv(d.spatial_in_channels(channels), d.kernel_size) if d.has_spatial else None
-        self.fex = FeatureFusion(channels, d.hidden_channels(channels), norm=d.fex_norm)
+        spec = self.design
+        self.spatial = SpatialConv(spec.spatial_in_channels(channels), spec.kernel_size) if spec.has_spatial else None
+        self.fex = FeatureFusion(channels, spec.hidden_channels(channels), norm=spec.fex_norm)
 
     def extra_repr(self) -> str:
-        d = self.design
+        design = self.design
         return (
-            f"channels={self.channels}, d={d.reduction}, k={d.kernel_size}, channel={d.channel_input}, "
-            f"spatial={d.spatial_input}, merge={d.merge}, fusion={d.fusion}, impl={self.impl}"
+            f"channels={self.channels}, d={design.reduction}, k={design.kernel_size}, channel={design.channel_input}, "
+            f"spatial={design.spatial_input}, merge={design.merge}, fusion={design.fusion}, impl={self.impl}"
         )
 
     @property
@@ -129,14 +129,16 @@ class AFF3D(nn.Module):
 
     def spatial_input(self, U: torch.Tensor, X_l: torch.Tensor) -> torch.Tensor:
         """U (+) X_l of eq. 5: [U, X_l] (N, 2C, H, W), U + X_l, or U alone."""
-        d = self.design
-        if d.spatial_input == "residual":
+        design = self.design
+        if design.spatial_input == "residual":
             return U
-        return torch.cat([U, X_l], dim=1) if d.merge == "concat" else U + X_l
+        return torch.cat([U, X_l], dim=1) if design.merge == "concat" else U + X_l
 
     def _check(self, residual: torch.Tensor, shortcut: torch.Tensor, norm: nn.Module | None = None) -> None:
         """The input checks both implementations share (same inputs accepted, same ValueError)."""
         check_inputs("AFF3D", residual, shortcut, self.channels, self.fex.conv2.weight.dtype)
+        if not (self.training or (norm is not None and norm.training)):
+            return  # batch norm counts below: training only
         N, _, H, W = residual.shape
         per_pixel = [("the block's norm", norm)]
         if self.spatial is not None:
@@ -178,15 +180,15 @@ class AFF3D(nn.Module):
     def forward_straightforward(self, residual: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         """The straightforward path: eqs. 4, 5, 1, 6, 2 as written, then U * X_3D."""
         U, X_l = residual, shortcut
-        d = self.design
-        M_c = (U if d.channel_input == "residual" else U + X_l).mean(dim=(2, 3), keepdim=True)  # eq. 4
+        design = self.design
+        M_c = (U if design.channel_input == "residual" else U + X_l).mean(dim=(2, 3), keepdim=True)  # eq. 4
         if self.spatial is None:  # SE: the channel vector alone goes through F_ex
             return U * torch.sigmoid(self.fex(M_c))
         M_s = self.spatial(self.spatial_input(U, X_l))  # eq. 5
-        if d.fusion == "parallel":  # Fig. 2(c)/(d): two gates, no F_ex over M_3D
+        if design.fusion == "parallel":  # Fig. 2(c)/(d): two gates, no F_ex over M_3D
             a_c = torch.sigmoid(self.fex(M_c))
             a_s = torch.sigmoid(M_s)
-            return U * a_c + U * a_s if d.parallel_gate == "sum" else U * a_c * a_s
+            return U * a_c + U * a_s if design.parallel_gate == "sum" else U * a_c * a_s
         M_3D = M_c + M_s  # eq. 1
         X_3D = torch.sigmoid(self.fex(M_3D))  # eqs. 2, 6
         return U * X_3D

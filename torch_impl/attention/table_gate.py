@@ -268,20 +268,20 @@ def _spatial_norm(bn: nn.Module, x: torch.Tensor, update: bool) -> torch.Tensor:
 def supports(m: nn.Module, norm: nn.Module | None = None) -> bool:
     """Whether ``table_forward`` serves this module: an F_ex design (M_3D through F_ex), and plain
     BatchNorm2d (or none) in F_ex. The spatial BN and the block's ``norm`` are called as modules."""
-    d = m.design
+    design = m.design
     f = m.fex
     plain = all(isinstance(b, nn.Identity) or type(b) is nn.BatchNorm2d for b in (f.bn1, f.bn2))
-    return d.has_spatial and d.fusion == "fex" and plain
+    return design.has_spatial and design.fusion == "fex" and plain
 
 
 def gate_tables(m: nn.Module, U: torch.Tensor, X: torch.Tensor, update: bool = True):
     """Steps 1-6 for one call: the spatial map M_s (N, 1, H, W), each pixel's interval (N, H*W) and
     the tables alpha, beta (N, K + 1, C) with F_ex's second BN folded in; also the sorted breakpoints
     and ``neg_before`` (N, K), (N, K + 1) from ``breakpoints``. Differentiable (autograd) in everything but the interval index."""
-    d, f = m.design, m.fex
+    design, f = m.design, m.fex
     cdt = torch.promote_types(U.dtype, torch.float32)
-    M_c = channel_squeeze_split(U, X, d).to(cdt)  # eq. 4
-    M_s = _spatial_norm(m.spatial.bn, spatial_conv_split(U, X, m.spatial.conv.weight, d), update).to(cdt)  # eq. 5
+    M_c = channel_squeeze_split(U, X, design).to(cdt)  # eq. 4
+    M_s = _spatial_norm(m.spatial.bn, spatial_conv_split(U, X, m.spatial.conv.weight, design), update).to(cdt)  # eq. 5
     v, r = rank1_fex_input(M_c, f.conv1.weight.flatten(1).to(cdt), f.conv1.bias)  # W_1 M_3D = v + r M_s
     a1, c1 = _bn_affine(f.bn1, M_s, lambda ms: hidden_batch_stats(v, r, ms), update, cdt)
     v, r = fold_hidden_norm(v, r, a1, c1)

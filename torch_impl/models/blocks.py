@@ -12,14 +12,11 @@ the block then adds the shortcut (eq. 7 of the 3D-AFF paper) and, post-activatio
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 
 from ..attention.aff3d import AFF3D
-
-AttnLayer = Callable[[int], nn.Module] | None
+from ..attention.factory import AttnLayer
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:

@@ -105,17 +105,20 @@ def _norms(m: nn.Module, norm: nn.Module | None) -> tuple:
 
 def choose_route(m: nn.Module, R: torch.Tensor, X: torch.Tensor, norm: nn.Module | None = None) -> Route:
     """Which implementation ``fast_forward`` runs for this call, and why (see the module docstring)."""
-    d = m.design
+    design = m.design
     if R.numel() == 0:
         return Route("straightforward", "an empty batch: nothing to compute")
-    if not d.has_spatial or d.fusion == "parallel":
+    if not design.has_spatial or design.fusion == "parallel":
         return Route("vector_gate", "SE or parallel design: the gate is a channel vector and/or a spatial map")
+    batch_stats = False
     for bn in _norms(m, norm):
-        reason = unsupported_reason(bn)
-        if reason is not None:
-            return Route("straightforward", reason)
-    batch_stats = any(bn is not None and not isinstance(bn, nn.Identity) and uses_batch_stats(bn)
-                      for bn in _norms(m, norm))
+        if bn is None or type(bn) is nn.Identity:
+            continue
+        if type(bn) is not nn.BatchNorm2d:  # (the common case needs no further look)
+            reason = unsupported_reason(bn)
+            if reason is not None:
+                return Route("straightforward", reason)
+        batch_stats = batch_stats or uses_batch_stats(bn)
     needs_grad = torch.is_grad_enabled() and (
         R.requires_grad or X.requires_grad or any(t is not None and t.requires_grad for t in weights(m, norm)))
     inference = not needs_grad and not batch_stats
@@ -178,13 +181,13 @@ def _straightforward(m, R, X, norm, add, relu):
 
 def vector_gate(m, R, X, norm, add, relu):
     """SE and parallel designs: the gate is (N, C, 1, 1) and/or (N, 1, H, W); only the spatial conv is split."""
-    d = m.design
+    design = m.design
     U = R if norm is None else norm(R)
-    if not d.has_spatial:
+    if not design.has_spatial:
         return _straightforward(m, U, X, None, add, relu)  # SE exactly: nothing to shorten
-    M_c = channel_squeeze_split(U, X, d)[:, :, None, None]
+    M_c = channel_squeeze_split(U, X, design)[:, :, None, None]
     a_c = torch.sigmoid(m.fex(M_c))
-    a_s = torch.sigmoid(m.spatial.bn(spatial_conv_split(U, X, m.spatial.conv.weight, d)))
-    gate = a_c + a_s if d.parallel_gate == "sum" else a_c * a_s  # U a_c + U a_s = U (a_c + a_s)
+    a_s = torch.sigmoid(m.spatial.bn(spatial_conv_split(U, X, m.spatial.conv.weight, design)))
+    gate = a_c + a_s if design.parallel_gate == "sum" else a_c * a_s  # U a_c + U a_s = U (a_c + a_s)
     out = torch.addcmul(X, U, gate) if add else U * gate
     return torch.relu(out) if relu else out

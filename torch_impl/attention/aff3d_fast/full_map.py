@@ -99,13 +99,13 @@ def tap_weight_grad(dT: torch.Tensor, x: torch.Tensor, cdt: torch.dtype) -> torc
 
 def full_map_reductions(m: nn.Module, U: torch.Tensor, X: torch.Tensor, W_sp: torch.Tensor):
     """What the small graph needs from the C x H x W maps: taps T (N, k^2, H, W) and sums of U (and X_l)."""
-    d = m.design
+    design = m.design
     cdt = compute_dtype(U)
-    W_U, W_X = split_spatial_weight(W_sp, d, U.shape[1])
+    W_U, W_X = split_spatial_weight(W_sp, design, U.shape[1])
     T = project(U, tap_weights(W_U)).to(cdt)
     if W_X is not None:
         T = T + project(X, tap_weights(W_X)).to(cdt)
     S = U.sum((2, 3), dtype=cdt)
-    if d.channel_input == "residual+skip":
+    if design.channel_input == "residual+skip":
         S = S + X.sum((2, 3), dtype=cdt)
     return T, S

@@ -53,10 +53,10 @@ def _fold_norm(bn: nn.Module, W: torch.Tensor, b: torch.Tensor):
 @torch.no_grad()
 def fold_module(m: nn.Module, dtype: torch.dtype) -> Folded:
     """``m``'s running statistics folded into its weights, as ``dtype``."""
-    d = m.design
+    design = m.design
     sbn = m.spatial.bn
     s_scale, s_shift = fold_bn(sbn.weight, sbn.bias, sbn.running_mean, sbn.running_var, sbn.eps)
-    W_U, W_X = split_spatial_weight(m.spatial.conv.weight * s_scale, d, m.channels)
+    W_U, W_X = split_spatial_weight(m.spatial.conv.weight * s_scale, design, m.channels)
     f = m.fex
     W1 = f.conv1.weight.flatten(1)
     W1, b1 = _fold_norm(f.bn1, W1, f.conv1.bias if f.conv1.bias is not None else W1.new_zeros(W1.shape[0]))
@@ -101,14 +101,14 @@ def inference(m: nn.Module, f: Folded, R, X, add: bool, relu: bool, norm: nn.Mod
               plain_ops: bool = False):
     """No autograd, every norm fixed: folded weights, one product per full-map step.
 
-    ``plain_ops``: no strided ``out=`` writes (what torch.compile and the Triton kernels need).
+    ``plain_ops``: no strided ``out=`` writes (what torch.compile needs), the same operations otherwise.
     """
-    d = m.design
+    design = m.design
     cdt = f.dtype
     U = _inference_norm(norm, R)
     N, C, H, W = U.shape
     M_c = U.mean((2, 3), dtype=cdt)  # eq. 4
-    if d.channel_input == "residual+skip":
+    if design.channel_input == "residual+skip":
         M_c = M_c + X.mean((2, 3), dtype=cdt)
     taps = f.taps_U if U.dtype == cdt else f.taps_U.to(U.dtype)
     T = torch.matmul(taps, U.flatten(2))  # steps 1-2: the projections ...
@@ -120,15 +120,18 @@ def inference(m: nn.Module, f: Folded, R, X, add: bool, relu: bool, norm: nn.Mod
             T = T.to(cdt) + torch.matmul(taps, X.flatten(2)).to(cdt)
     if T.dtype != cdt:
         T = T.to(cdt)
-    M_s = shift_sum_strided(T.view(N, -1, H, W), d.kernel_size, f.b_s)  # ... and the shifts: eq. 5
+    M_s = shift_sum_strided(T.view(N, -1, H, W), design.kernel_size, f.b_s)  # ... and the shifts: eq. 5
     v = torch.addmm(f.b1, M_c, f.W1t)  # step 3: W_1 M_3D = v + r M_s
     Cd = v.shape[1]
-    if plain_ops or gate_kernels.triton_enabled(U, Cd):
+    if gate_kernels.triton_enabled(U, Cd):
         h = torch.addcmul(v[:, :, None], f.r[None, :, None], M_s.view(N, 1, H * W)).relu_().view(N, Cd, H, W)
         return gate_kernels.gate_forward(U, X, h, f.W2, f.b2, None, None, add, relu)  # eqs. 6, 2, 7
     # h with a row of ones appended, so that [W_2', b_2'] [h; 1] = W_2' h + b_2' is one product.
-    hb = torch.empty(N, Cd + 1, H * W, dtype=cdt, device=U.device)
-    hb[:, Cd].fill_(1)
-    h = hb[:, :Cd]
-    torch.addcmul(v[:, :, None], f.r[None, :, None], M_s.view(N, 1, H * W), out=h).relu_()
+    if plain_ops:  # the same values without a strided out= write (which dynamo refuses)
+        h = torch.addcmul(v[:, :, None], f.r[None, :, None], M_s.view(N, 1, H * W)).relu_()
+        hb = torch.cat([h, h.new_ones(N, 1, H * W)], 1)
+    else:
+        hb = torch.empty(N, Cd + 1, H * W, dtype=cdt, device=U.device)
+        hb[:, Cd].fill_(1)
+        torch.addcmul(v[:, :, None], f.r[None, :, None], M_s.view(N, 1, H * W), out=hb[:, :Cd]).relu_()
     return gate_kernels.gate_forward(U, X, hb.view(N, Cd + 1, H, W), f.W2b, None, None, None, add, relu)

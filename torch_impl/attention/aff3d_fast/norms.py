@@ -29,29 +29,28 @@ from .algebra import fold_bn
 # ---------------------------------------------------------------------------------------------
 
 
-def _frozen_types() -> tuple[type, ...]:
-    """The frozen batch norms in use: torchvision's, and detectron2's once detectron2 is imported."""
-    from torchvision.ops.misc import FrozenBatchNorm2d as TorchvisionFrozenBN
+_TYPES: dict[tuple[str, bool], tuple[type, ...]] = {}  # (kind, detectron2 imported) -> norm classes
 
-    types: tuple[type, ...] = (TorchvisionFrozenBN,)
+
+def _types(kind: str) -> tuple[type, ...]:
+    """The frozen or synchronised batch norms in use: PyTorch's/torchvision's, and detectron2's once
+    detectron2 is imported (it is never imported from here)."""
     d2 = sys.modules.get("detectron2.layers.batch_norm")
-    if d2 is not None:
-        types += (d2.FrozenBatchNorm2d,)
-    return types
+    key = (kind, d2 is not None)
+    if key not in _TYPES:
+        if kind == "frozen":
+            from torchvision.ops.misc import FrozenBatchNorm2d as TorchvisionFrozenBN
 
-
-def _sync_types() -> tuple[type, ...]:
-    """Batch norms that reduce their statistics across processes in training: PyTorch's and detectron2's."""
-    types: tuple[type, ...] = (nn.SyncBatchNorm,)
-    d2 = sys.modules.get("detectron2.layers.batch_norm")
-    if d2 is not None:
-        types += (d2.NaiveSyncBatchNorm,)
-    return types
+            types: tuple[type, ...] = (TorchvisionFrozenBN,) + ((d2.FrozenBatchNorm2d,) if d2 else ())
+        else:  # reduce their statistics across processes in training
+            types = (nn.SyncBatchNorm,) + ((d2.NaiveSyncBatchNorm,) if d2 else ())
+        _TYPES[key] = types
+    return _TYPES[key]
 
 
 def is_frozen(bn: nn.Module | None) -> bool:
     """A frozen BN: weight, bias and statistics are buffers; always the affine map of its statistics."""
-    return bn is not None and isinstance(bn, _frozen_types())
+    return bn is not None and isinstance(bn, _types("frozen"))
 
 
 def unsupported_reason(bn: nn.Module | None) -> str | None:
@@ -59,7 +58,7 @@ def unsupported_reason(bn: nn.Module | None) -> str | None:
     if bn is None or isinstance(bn, nn.Identity) or type(bn) is nn.BatchNorm2d or is_frozen(bn):
         return None
     name = type(bn).__name__
-    if isinstance(bn, _sync_types()):
+    if isinstance(bn, _types("sync")):
         if not uses_batch_stats(bn):
             return None  # running statistics: the same affine map as nn.BatchNorm2d in eval
         return (f"{name} in training reduces its batch statistics across processes; the fast path's "
@@ -82,7 +81,7 @@ def norm_channels(bn: nn.Module) -> int:
 
 def uses_batch_stats(bn: nn.Module) -> bool:
     """Whether ``bn`` normalises with this batch's moments (as ``_BatchNorm.forward`` decides)."""
-    if is_frozen(bn):
+    if type(bn) is not nn.BatchNorm2d and is_frozen(bn):
         return False
     return bn.training or (bn.running_mean is None and bn.running_var is None)
 

@@ -134,7 +134,7 @@ class FusedTail(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dout):
         plan = ctx.plan
-        m, d = plan.module, plan.module.design
+        m, design = plan.module, plan.module.design
         R, X, out, T, S, scale, shift, mean, var, *w = ctx.saved_tensors
         N, C, H, W = R.shape
         cdt = compute_dtype(R)
@@ -169,12 +169,12 @@ class FusedTail(torch.autograd.Function):
 
         # Through the full-map reductions, T = W_U U (+ W_X X_l) tap by tap and S = sum_p U (+ X_l):
         with torch.no_grad(), autocast_off(R):
-            W_U, W_X = split_spatial_weight(w[2], d, C)
+            W_U, W_X = split_spatial_weight(w[2], design, C)
             dU = project_back(dU, dT, tap_weights(W_U), dS)  # dU += W_U^T dT + dS (broadcast over pixels)
             U = R if plan.norm is None else normalized(R, mean, var, w[0], w[1], plan.norm.eps)  # recomputed
             dW_U = tap_weight_grad(dT, U, cdt)  # dW_U = sum_{n,p} dT U^T
             del U
-            dS_X = dS if d.channel_input == "residual+skip" else None  # M_c^{r+s} sums X_l too
+            dS_X = dS if design.channel_input == "residual+skip" else None  # M_c^{r+s} sums X_l too
             dX = dy  # the shortcut's share of eq. 7 (None without the add)
             if W_X is not None:
                 dX = project_back(dX, dT, tap_weights(W_X), dS_X, like=R)  # dX_l += W_X^T dT (+ dS)
@@ -182,10 +182,10 @@ class FusedTail(torch.autograd.Function):
             elif dS_X is not None:
                 dS_map = dS_X[:, :, None, None]
                 dX = dS_map.to(R.dtype).expand(N, C, H, W) if dX is None else dX + dS_map
-            k = d.kernel_size
+            k = design.kernel_size
             if W_X is None:  # step 1 backwards: W' = W_U, [W_U, W_X] (concat) or W_U = W_X = W' (sum)
                 dW_sp = _as_kernel(dW_U, k)
-            elif d.merge == "concat":
+            elif design.merge == "concat":
                 dW_sp = torch.cat([_as_kernel(dW_U, k), _as_kernel(dW_X, k)], 1)
             else:
                 dW_sp = _as_kernel(dW_U + dW_X, k)
