@@ -10,36 +10,7 @@ import torch
 
 from torch_impl.data import CIFAR100, build_dataset
 from torch_impl.data.cifar import FOLDER
-
-
-def write_cifar100(root, n_train=6, n_test=4, seed=0, **corrupt):
-    """``root/cifar-100-python/{train,test,meta}`` as the official archive has them (bytes keys)."""
-    rng = np.random.default_rng(seed)
-    folder = root / FOLDER
-    folder.mkdir(parents=True)
-    arrays = {}
-    for split, n in (("train", n_train), ("test", n_test)):
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        labels = [int(x) for x in rng.integers(0, 100, size=n)]
-        batch = {
-            b"filenames": [f"img{i}.png".encode() for i in range(n)],
-            b"batch_label": split.encode(),
-            b"fine_labels": labels,
-            b"coarse_labels": [x // 5 for x in labels],
-            b"data": data,
-        }
-        batch.update(corrupt.get(split, {}))
-        with open(folder / split, "wb") as f:
-            pickle.dump(batch, f)
-        arrays[split] = (data, labels)
-    meta = {
-        b"fine_label_names": [f"class{i:02d}".encode() for i in range(100)],
-        b"coarse_label_names": [f"super{i}".encode() for i in range(20)],
-    }
-    meta.update(corrupt.get("meta", {}))
-    with open(folder / "meta", "wb") as f:
-        pickle.dump(meta, f)
-    return arrays
+from tiny_run import write_cifar100
 
 
 def test_loads_official_layout(tmp_path):

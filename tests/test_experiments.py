@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.tiny_run import tiny_config
+from tiny_run import tiny_config
 from torch_impl.experiments.__main__ import main
 from torch_impl.experiments.grids import GRIDS, canonical_kwargs, get_grid, variant_of
 from torch_impl.experiments.stats import paired_difference, slope, summarize, t_quantile
