@@ -67,7 +67,10 @@ from .aff3d_fast import (
     channel_squeeze_split,
     fold_bn,
     rank1_fex_input,
+    shift_sum,
     spatial_conv_split,
+    split_spatial_weight,
+    tap_weights,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +272,20 @@ def _bn_affine(bn: nn.Module, batch_stats, count: int, shape, update: bool, dtyp
     return fold_bn(bn.weight, bn.bias, mean, var, bn.eps)
 
 
+def _spatial_conv(U: torch.Tensor, X: torch.Tensor, weight: torch.Tensor, design) -> torch.Tensor:
+    """F_conv's convolution as ``aff3d_fast.spatial_conv_split`` (taps, then shifts); on channels_last maps
+    the taps as a 1x1 convolution to k^2 channels, which reads each pixel's C values in a row (on CPU
+    up to 4x faster there than the (k^2 x C) @ (C x HW) product)."""
+    if not gate_cpu.channels_last(U):
+        return spatial_conv_split(U, X, weight, design)
+    W_U, W_X = split_spatial_weight(weight, design, U.shape[1])
+    k = weight.shape[-1]
+    T = F.conv2d(U, tap_weights(W_U)[:, :, None, None])
+    if W_X is not None:
+        T = T + F.conv2d(X, tap_weights(W_X)[:, :, None, None])
+    return shift_sum(T, k)
+
+
 def _spatial_norm(bn: nn.Module, x: torch.Tensor, update: bool) -> torch.Tensor:
     """F_conv's BN as a module call; with ``update=False`` in training, the batch statistics without
     moving the running ones."""
@@ -295,7 +312,7 @@ def gate_tables(m: nn.Module, U: torch.Tensor, X: torch.Tensor, update: bool = T
     N, C, H, W = U.shape
     P = H * W
     M_c = channel_squeeze_split(U, X, d).to(cdt)  # eq. 4
-    M_s = _spatial_norm(m.spatial.bn, spatial_conv_split(U, X, m.spatial.conv.weight, d), update).to(cdt)  # eq. 5
+    M_s = _spatial_norm(m.spatial.bn, _spatial_conv(U, X, m.spatial.conv.weight, d), update).to(cdt)  # eq. 5
     v, r = rank1_fex_input(M_c, f.conv1.weight.flatten(1).to(cdt), f.conv1.bias)  # W_1 M_3D = v + r M_s
     K = v.shape[1]
     a1, c1 = _bn_affine(f.bn1, lambda: hidden_batch_stats(v, r, M_s), N * P, (N, K, H, W), update, cdt)

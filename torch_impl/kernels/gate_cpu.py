@@ -79,7 +79,8 @@ def _compiled(which: str):
     return torch.compile(fn, dynamic=True, fullgraph=True)
 
 
-def _channels_last(t: torch.Tensor) -> bool:
+def channels_last(t: torch.Tensor) -> bool:
+    """A 4-D map stored channels_last (and not also contiguous, as maps with C = 1 or H = W = 1 are)."""
     return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
@@ -89,7 +90,7 @@ def enabled(U: torch.Tensor) -> bool:
     return (
         U.device.type == "cpu"
         and U.dtype in (torch.float32, torch.float64)
-        and _channels_last(U)
+        and channels_last(U)
         and os.environ.get(_ENV, "1") != "0"
         and not _failure
         and not torch.compiler.is_compiling()
