@@ -24,8 +24,8 @@ a gather along the innermost axis, which neither vectorises: there the compiled 
 the product form, so this pass serves channels_last maps only (``enabled``), and NCHW keeps the
 product form (``aff3d_fast``).
 
-First call: inductor compiles each (dtype, flags) variant once (dynamic shapes: one compilation
-serves every N, H, W, C), about 5-60 s on a loaded 2-core machine; the generated C++ and the graph
+First call: inductor compiles each (dtype, flags, N = 1 or N > 1) variant once (dynamic shapes:
+one compilation serves every H, W, C and every N > 1), about 5-60 s on a loaded 2-core machine; the generated C++ and the graph
 are cached on disk in inductor's cache directory (``$TORCHINDUCTOR_CACHE_DIR``, by default
 ``/tmp/torchinductor_$USER``), so later processes load them in about a second. It needs a C++
 compiler (gcc/clang, as inductor does); where compilation fails, a warning is issued once and the
@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import functools
 import os
+import types
 import warnings
 
 import torch
 
 _ENV = "AFF3D_COMPILE"
-_VARIANTS = 32  # 2 dtypes x 4 flag pairs x (N = 1, N > 1) x spare
 _failure: list[str] = []  # the first compilation error, if any (then the pass stays off)
 
 
@@ -74,9 +74,13 @@ def _backward(dout, out, U, m, idx, alpha, beta, add: bool, relu: bool):
 
 
 @functools.cache
-def _compiled(which: str):
+def _compiled(which: str, add: bool, relu: bool):
+    """The compiled pass for one pair of flags. Each pair gets its own copy of the function's code,
+    so that dynamo's recompilation limit (8 per code object) counts only dtypes and N = 1 / N > 1
+    per copy, with no per-call configuration change."""
     fn = {"forward": _forward, "backward": _backward}[which]
-    return torch.compile(fn, dynamic=True, fullgraph=True)
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_add{int(add)}_relu{int(relu)}")
+    return torch.compile(types.FunctionType(code, fn.__globals__, code.co_name), dynamic=True, fullgraph=True)
 
 
 def channels_last(t: torch.Tensor) -> bool:
@@ -100,10 +104,8 @@ def enabled(U: torch.Tensor) -> bool:
 def _run(which: str, *args):
     """The compiled pass, or None (and a warning, once) where compilation fails."""
     try:
-        # One grad mode (no recompilation for it); each (dtype, flags, N = 1 or not) is one variant,
-        # more than dynamo's default 8 per function.
-        with torch.no_grad(), torch._dynamo.config.patch(recompile_limit=_VARIANTS):
-            return _compiled(which)(*args)
+        with torch.no_grad():  # one grad mode: no recompilation for it
+            return _compiled(which, *args[-2:])(*args)
     except Exception as e:  # no C++ compiler, an unsupported platform, ...: fall back for good
         _failure.append(f"{type(e).__name__}: {e}")
         warnings.warn(f"3D-AFF table gate: the compiled CPU pass is unavailable ({_failure[0][:200]}); "
