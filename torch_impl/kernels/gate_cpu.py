@@ -45,32 +45,43 @@ _ENV = "AFF3D_COMPILE"
 _failure: list[str] = []  # the first compilation error, if any (then the pass stays off)
 
 
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """A channels_last (N, C, H, W) map as its (N, H*W, C) rows (a view: C is innermost in memory)."""
+    N, C, H, W = t.shape
+    return t.permute(0, 2, 3, 1).reshape(N, H * W, C)
+
+
+def _map(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N, H*W, C) rows back to an (N, C, H, W) channels_last map (a view)."""
+    N, C, H, W = like.shape
+    return rows.view(N, H, W, C).permute(0, 3, 1, 2)
+
+
 def _forward(U, X, m, idx, alpha, beta, add: bool, relu: bool):
-    """The forward pass as PyTorch operations over the channels_last map (the specification)."""
+    """The forward pass as PyTorch operations over the map's rows (the specification)."""
     N, C, H, W = U.shape
     rows = idx.view(N, H * W, 1).expand(N, H * W, C)
     z = alpha.gather(1, rows) + beta.gather(1, rows) * m.reshape(N, H * W, 1)
-    G = torch.sigmoid(z).view(N, H, W, C).permute(0, 3, 1, 2)
-    out = U * G.to(U.dtype)
+    out = _rows(U) * torch.sigmoid(z).to(U.dtype)
     if add:
-        out = out + X
-    return torch.relu(out) if relu else out
+        out = out + _rows(X)
+    return _map(torch.relu(out) if relu else out, U)
 
 
 def _backward(dout, out, U, m, idx, alpha, beta, add: bool, relu: bool):
-    """The backward pass (the specification): (dU, dm, G0, G1); dX_l = dy is dout or dout [out > 0]."""
+    """The backward pass (the specification): (dU, dy, dm, G0, G1); dX_l = dy is dout or dout [out > 0]."""
     N, C, H, W = U.shape
     rows = idx.view(N, H * W, 1).expand(N, H * W, C)
     mm = m.reshape(N, H * W, 1)
     G = torch.sigmoid(alpha.gather(1, rows) + beta.gather(1, rows) * mm)  # (N, HW, C), recomputed
-    dy = torch.where(out > 0, dout, 0) if relu else dout
-    dyT = dy.permute(0, 2, 3, 1).reshape(N, H * W, C).to(G.dtype)
-    g = dyT * U.permute(0, 2, 3, 1).reshape(N, H * W, C).to(G.dtype) * G * (1 - G)
-    dU = (dyT * G).view(N, H, W, C).permute(0, 3, 1, 2).to(U.dtype)
+    dy = torch.where(_rows(out) > 0, _rows(dout), 0) if relu else _rows(dout)
+    dyc = dy.to(G.dtype)
+    g = dyc * _rows(U).to(G.dtype) * G * (1 - G)
+    dU = (dyc * G).to(U.dtype)
     dm = (beta.gather(1, rows) * g).sum(2).view(N, 1, H, W)
     G0 = torch.zeros_like(beta).scatter_add(1, rows, g)
     G1 = torch.zeros_like(beta).scatter_add(1, rows, g * mm)
-    return dU, dy, dm, G0, G1
+    return _map(dU, U), _map(dy, U), dm, G0, G1
 
 
 @functools.cache
