@@ -293,8 +293,8 @@ def bench_detection(reps: int, threads: int = 2, image_size: int = 256, batch: i
 
 def run(section: str, args) -> dict:
     """One section with the command line's options (repetitions, threads, image size, batch)."""
-    if section == "small":
-        return bench_small_train(args.reps)
+    if section == "small":  # the notebooks' batch; --quick: a smoke run
+        return bench_small_train(args.reps, batch=8 if args.quick else 32)
     if section == "table":
         return bench_table(args.reps, threads=args.threads, image_size=args.image_size, batch=args.cpu_batch)
     return bench_detection(args.reps, threads=args.threads)
