@@ -17,8 +17,8 @@ training time <= 1.10, peak training memory <= 1.15.
 
 Further sections (``benchmark_sections``): ``small`` (CPU training step of the notebooks' small
 networks), ``table`` (the table gate: arithmetic floor and channels_last inference) and
-``detection`` (the detectron2 backbone's training step); they run with the CPU section by default,
-or as chosen by ``--sections``.
+``detection`` (the detectron2 backbone's training step); the plain command (``--device auto``) runs
+them too, ``--sections`` chooses any set.
 
 Writes ``<prefix>_<section>.json`` per section run and redraws ``<prefix>.png`` and ``<prefix>.md``
 from every section file present (so a CPU run here and a CUDA run on a GPU machine end up in one
@@ -427,7 +427,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="also write a profile: CPU operators of a batch-1 forward, CUDA kernels of a training step")
     p.add_argument("--sections", default=None,
                    help=f"comma-separated, among cpu, cuda, {', '.join(EXTRA_SECTIONS)} (default: --device's "
-                        "sections, and with the CPU one the further sections too)")
+                        "sections, and with --device auto the further sections too)")
     p.add_argument("--out", type=Path, default=Path("docs/results/benchmark"),
                    help="output prefix (default docs/results/benchmark)")
     args = p.parse_args(argv)
@@ -457,7 +457,7 @@ def main(argv=None) -> dict:
         ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     if args.sections is not None:
         sections = args.sections
-    elif "cpu" in sections:
+    elif args.device == "auto":  # the plain command: every section this machine can run
         sections += list(EXTRA_SECTIONS)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     models = build_models() if {"cpu", "cuda"} & set(sections) else {}
