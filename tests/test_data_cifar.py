@@ -132,3 +132,47 @@ def test_download_only_when_asked_and_missing(tmp_path, monkeypatch):
     assert calls == [(str(tmp_path / "dl"), True)]
     CIFAR100(tmp_path / "dl", "test", download=True)  # already there: no second fetch
     assert len(calls) == 1
+
+
+# ----------------------------------------------------------------------------- untrusted files
+
+
+class _CreatesAFile:
+    """Unpickled by ``pickle.load``, this opens (and so creates) ``path``: a stand-in for any code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_crafted_meta_file_runs_no_code(tmp_path):
+    write_cifar100(tmp_path / "data")
+    marker = tmp_path / "created-by-the-pickle"
+    crafted = pickle.dumps({b"fine_label_names": [_CreatesAFile(marker)] * 100})
+    pickle.loads(crafted).clear()  # the crafted bytes do run code under pickle.load ...
+    assert marker.exists()
+    marker.unlink()
+    (tmp_path / "data" / FOLDER / "meta").write_bytes(crafted)
+    with pytest.raises(ValueError, match=r"meta is not a readable CIFAR-100 pickle .*refused to load .*open"):
+        CIFAR100(tmp_path / "data", "train")
+    assert not marker.exists()  # ... but not when the data set reads them
+
+
+def test_object_arrays_are_refused(tmp_path):
+    write_cifar100(tmp_path, train={b"data": np.array([[1, "x"]], dtype=object)})
+    with pytest.raises(ValueError, match="refused NumPy dtype object"):
+        CIFAR100(tmp_path, "train")
+
+
+@pytest.mark.parametrize("numpy_module", ["numpy._core", "numpy.core"])
+def test_protocol_2_files_load(tmp_path, numpy_module):
+    """The official files are Python 2 pickles (protocol 2) naming NumPy 1's numpy.core.multiarray."""
+    arrays = write_cifar100(tmp_path)
+    path = tmp_path / FOLDER / "train"
+    raw = pickle.dumps(pickle.loads(path.read_bytes()), protocol=2)
+    assert b"numpy._core.multiarray\n_reconstruct" in raw
+    path.write_bytes(raw.replace(b"numpy._core.", numpy_module.encode() + b"."))
+    train = CIFAR100(tmp_path, "train")
+    np.testing.assert_array_equal(np.asarray(train[1][0])[..., 1].ravel(), arrays["train"][0][1, 1024:2048])

@@ -56,7 +56,7 @@ def test_module_in_channels_last_runs_the_fused_pass_and_equals_straightforward(
         monkeypatch.setattr(gate_cpu, name, lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
     torch.manual_seed(0)
     m = randomize_bn(AFF3D(12, reduction=3), 1).double()
-    ref = AFF3D(12, reduction=3, impl="reference").double()
+    ref = AFF3D(12, reduction=3, impl="straightforward").double()
     ref.load_state_dict(m.state_dict())
     g = torch.Generator().manual_seed(2)
     U, X = (torch.randn(2, 12, 5, 3, generator=g, dtype=F64).to(memory_format=CL).requires_grad_() for _ in range(2))

@@ -11,8 +11,9 @@
 
 Same protocol as the benchmark: one process, models built up front, repetitions interleaved in a
 rotating order, medians; each section records the machine's load average beside its figures.
-Until the dispatch serves the table gate (``AFF3D.impl``), ``use_table_gate`` routes a model's
-3D-AFF modules to ``attention.table_gate.table_forward``.
+The fast path's dispatch (``aff3d_fast``) serves the table gate in CPU channels_last training;
+``use_table_gate`` routes a model's 3D-AFF modules to ``attention.table_gate.table_forward`` in
+every mode (inference too), to measure it where the dispatch keeps the product form.
 """
 
 from __future__ import annotations
@@ -83,24 +84,20 @@ def _op_profile(step, rows: int = 12) -> dict[str, float]:
 
 
 def small_models(seed: int = 0) -> dict[str, nn.Module]:
-    """Each network of the notebooks in both layouts; 3D-AFF as straightforward, fast and table."""
+    """Each network of the notebooks in both layouts; 3D-AFF straightforward and fast (the dispatch: the
+    table gate in channels_last training, the product form in NCHW)."""
     from .attention.aff3d import AFF3D
     from .models.registry import create_model
 
     out = {}
     for layout in ("nchw", "nhwc"):
         for name in SMALL:
-            impls = ("reference", "fast", "table") if name.startswith("aff3d") else (None,)
-            for impl in impls:
-                if impl == "table" and layout == "nchw":
-                    continue  # the table's fused pass serves channels_last maps only
+            for impl in ("straightforward", "fast") if name.startswith("aff3d") else (None,):
                 torch.manual_seed(seed)
                 m = create_model(name, num_classes=8)
                 for mod in m.modules():
                     if isinstance(mod, AFF3D):
-                        mod.impl = "reference" if impl == "reference" else "fast"
-                if impl == "table":
-                    use_table_gate(m)
+                        mod.impl = impl
                 if layout == "nhwc":
                     m = m.to(memory_format=torch.channels_last)
                 label = name if impl is None else f"{name}_{impl}"
@@ -134,7 +131,7 @@ def bench_small_train(reps: int, batch: int = 32, image_size: int = 24, threads:
     samples = _interleaved({n: functools.partial(step, n) for n in models}, reps)
     ms, ratio = _medians_ms(samples, lambda n: f"resnet20_cifar_{n[-4:]}")
     profile = {n: _op_profile(functools.partial(step, n)) for n in
-               ("resnet20_cifar_nhwc", "aff3d_resnet20_cifar_table_nhwc", "aff3d_resnet20_cifar_fast_nchw")}
+               ("resnet20_cifar_nhwc", "aff3d_resnet20_cifar_fast_nhwc", "aff3d_resnet20_cifar_fast_nchw")}
     return {"section": "small", "batch": batch, "image_size": image_size, "threads": threads, "reps": reps,
             "classes": 8, "optimizer": "SGD momentum 0.9", "step_ms": ms, "step_ratio": ratio,
             "step_samples_ms": {n: [s * 1e3 for s in v] for n, v in samples.items()},

@@ -62,10 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import gate_cpu
-from .aff3d_fast import (
-    _check_batch_count,
-    _update_running_stats,
-    _uses_batch_stats,
+from .aff3d_fast.algebra import (
     channel_squeeze_split,
     fold_bn,
     rank1_fex_input,
@@ -74,6 +71,7 @@ from .aff3d_fast import (
     split_spatial_weight,
     tap_weights,
 )
+from .aff3d_fast.norms import batch_statistics
 
 # ---------------------------------------------------------------------------------------------
 # The algebra, pure functions (steps 2-6)
@@ -259,18 +257,13 @@ class TableTail(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------
 
 
-def _bn_affine(bn: nn.Module, batch_stats, count: int, shape, update: bool, dtype):
-    """(scale, shift) of a BatchNorm2d as nn.BatchNorm2d would apply it (None for nn.Identity);
-    ``batch_stats()`` gives (mean, biased var) when the batch's statistics are used."""
+def _bn_affine(bn: nn.Module, M_s: torch.Tensor, moments, update: bool, dtype):
+    """(scale, shift) of a BatchNorm2d as nn.BatchNorm2d would apply it to a map of M_s's N * H * W
+    positions (None for nn.Identity); ``moments(M_s)`` gives (mean, biased var) when the batch's
+    statistics are used (``norms.batch_statistics``, which also moves the running ones)."""
     if isinstance(bn, nn.Identity):
         return None, None
-    if _uses_batch_stats(bn):
-        _check_batch_count(count, shape)
-        mean, var = batch_stats()
-        if update:
-            _update_running_stats(bn, mean, var, count)
-    else:
-        mean, var = bn.running_mean.to(dtype), bn.running_var.to(dtype)
+    mean, var = batch_statistics(bn, M_s, update, moments=moments, dtype=dtype)
     return fold_bn(bn.weight, bn.bias, mean, var, bn.eps)
 
 
@@ -311,18 +304,15 @@ def gate_tables(m: nn.Module, U: torch.Tensor, X: torch.Tensor, update: bool = T
     and ``neg_before`` (N, K), (N, K + 1) from ``breakpoints``. Differentiable (autograd) in everything but the interval index."""
     d, f = m.design, m.fex
     cdt = torch.promote_types(U.dtype, torch.float32)
-    N, C, H, W = U.shape
-    P = H * W
     M_c = channel_squeeze_split(U, X, d).to(cdt)  # eq. 4
     M_s = _spatial_norm(m.spatial.bn, _spatial_conv(U, X, m.spatial.conv.weight, d), update).to(cdt)  # eq. 5
     v, r = rank1_fex_input(M_c, f.conv1.weight.flatten(1).to(cdt), f.conv1.bias)  # W_1 M_3D = v + r M_s
-    K = v.shape[1]
-    a1, c1 = _bn_affine(f.bn1, lambda: hidden_batch_stats(v, r, M_s), N * P, (N, K, H, W), update, cdt)
+    a1, c1 = _bn_affine(f.bn1, M_s, lambda ms: hidden_batch_stats(v, r, ms), update, cdt)
     v, r = fold_hidden_norm(v, r, a1, c1)
     edges, order, neg_before = breakpoints(v, r)
     idx = interval_index(M_s.detach(), edges, neg_before)
     alpha, beta = interval_tables(v, r, f.conv2.weight.flatten(1).to(cdt), f.conv2.bias, order)
-    a2, c2 = _bn_affine(f.bn2, lambda: table_batch_stats(alpha, beta, M_s, idx), N * P, (N, C, H, W), update, cdt)
+    a2, c2 = _bn_affine(f.bn2, M_s, lambda ms: table_batch_stats(alpha, beta, ms, idx), update, cdt)
     if a2 is not None:  # F_ex's second BN folds into the tables
         alpha, beta = alpha * a2 + c2, beta * a2
     return M_s, idx, alpha, beta, edges, neg_before

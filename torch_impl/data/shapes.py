@@ -295,13 +295,26 @@ class ShapesClassification(Dataset):
         length: number of samples (default 10,000 for train, 2,000 for val).
         seed: generator seed; the same seed gives the same images on every machine.
         transform: called on a PIL image; ``None`` gives a float tensor (3, H, W) in [0, 1].
+        cache: keep every rendered sample in memory (about 4 bytes per pixel) so that later epochs skip
+            the rendering; ``None`` follows the class attribute ``cache_rendered`` (default False), which a
+            process can switch on for the data sets that training builds (the experiment runner does).
+            Samples are a pure function of ``(seed, index, size)``, so the cache changes no pixel.
 
     ``dataset[i]`` is ``(image, label)``; ``dataset.sample(i)`` gives the raw ``(uint8 image, label, mask)``.
     """
 
     classes = SHAPE_CLASSES
+    cache_rendered = False  # default of ``cache`` for instances built without it
 
-    def __init__(self, split: str = "train", size: int = 32, length: int | None = None, seed: int = 0, transform=None):
+    def __init__(
+        self,
+        split: str = "train",
+        size: int = 32,
+        length: int | None = None,
+        seed: int = 0,
+        transform=None,
+        cache: bool | None = None,
+    ):
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         _check_size(size, 8)
@@ -310,6 +323,9 @@ class ShapesClassification(Dataset):
             raise ValueError(f"length must be an integer in [1, 2**31], got {length!r}")
         self.split, self.size, self.length, self.seed, self.transform = split, size, int(length), int(seed), transform
         self._offset = 0 if split == "train" else _VAL_OFFSET
+        self._cache: dict[int, tuple[np.ndarray, int, np.ndarray]] | None = (
+            {} if (self.cache_rendered if cache is None else cache) else None
+        )
 
     def __len__(self) -> int:
         return self.length
@@ -317,7 +333,14 @@ class ShapesClassification(Dataset):
     def sample(self, index: int) -> tuple[np.ndarray, int, np.ndarray]:
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} samples")
-        return render_classification_sample(self.seed, self._offset + index % self.length, self.size)
+        index %= self.length
+        if self._cache is not None and index in self._cache:
+            image, label, mask = self._cache[index]
+            return image.copy(), label, mask.copy()
+        sample = render_classification_sample(self.seed, self._offset + index, self.size)
+        if self._cache is not None:
+            self._cache[index] = (sample[0].copy(), sample[1], sample[2].copy())
+        return sample
 
     def __getitem__(self, index: int):
         image, label, _ = self.sample(index)

@@ -1,0 +1,168 @@
+"""The committed experiment results as tables and figures, for notebooks 4, 5 and 8.
+
+``python -m torch_impl.experiments`` trains the paper's ablation grids and writes, per grid,
+``docs/results/experiments/<grid>/results.json`` (one record per run). The statistics are the
+runner's own (``torch_impl.experiments.report.row_statistics``: mean, t-interval over seeds, paired
+difference to the grid's baseline over the seeds both rows have); this module only turns them into
+pandas tables and matplotlib figures, in the paper's row order and with the paper's symbols.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from torch_impl.data import SHAPE_CLASSES
+from torch_impl.experiments.grids import Grid, get_grid
+from torch_impl.experiments.report import row_statistics
+from torch_impl.experiments.stats import summarize
+
+# Seeds per row the grids are meant to have: at least 3 for every variant, 8 for plain, SE and 3D-AFF.
+TARGET_SEEDS = {"resnet": 8, "se": 8, "aff3d": 8}
+MIN_SEEDS = 3
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "experiments"
+
+
+def load(grid: str, results_dir: str | Path = RESULTS) -> tuple[Grid, dict]:
+    """A grid's definition and its ``results.json``; a clear error when the file is not there."""
+    path = Path(results_dir) / grid / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python -m torch_impl.experiments {grid}` first")
+    data = json.loads(path.read_text())
+    if data.get("grid") != grid:
+        raise ValueError(f"{path} holds grid {data.get('grid')!r}, not {grid!r}")
+    return get_grid(grid), data
+
+
+def chance_error(data: dict) -> float:
+    """Top-1 error of guessing, in percent: 1 - 1/classes for the budget's number of classes."""
+    classes = data["budget"].get("num_classes") or len(SHAPE_CLASSES)
+    return 100.0 * (1.0 - 1.0 / classes)
+
+
+def math_label(symbol: str) -> str:
+    """A row symbol in matplotlib's math text: "M_c^r + M_s^{r+s} (3D-AFF)" -> "$M_c^r + M_s^{r+s}$ (3D-AFF)"."""
+    text = re.sub(r"M_[a-z{}]+\^(\{[^}]*\}|\w+)(\s*\+\s*M_[a-z{}]+\^(\{[^}]*\}|\w+))*", lambda m: f"${m.group(0)}$", symbol)
+    return re.sub(r"^k = ", "$k$ = ", text.replace("F_ex", "$F_{ex}$"))
+
+
+def verdict(low: float, high: float) -> str:
+    """What a 95 % interval of a difference (row minus baseline) says."""
+    if high < 0:
+        return "lower error"
+    if low > 0:
+        return "higher error"
+    return "no difference within the interval"
+
+
+def summary(grid: Grid, data: dict) -> pd.DataFrame:
+    """One line per row of the grid, in the paper's order: our mean and interval, paired difference, the paper's.
+
+    A row without a finished run is listed with 0 seeds and no numbers."""
+    stats = {s["key"]: s for s in row_statistics(grid, data)}
+    base_paper = {p["table"]: p["value"] for p in grid.row(grid.baseline).paper_numbers}
+    lines = []
+    for row in grid.rows:
+        line = {"row": row.symbol, "paper row": row.label, "seeds": 0}
+        s = stats.get(row.key)
+        if s is None:
+            line["reading"] = "no finished run"
+        else:
+            top1, paired = s["top1"], s["paired"]
+            line |= {"seeds": top1.n, "top-1 err (%)": top1.mean, "std": top1.std, "95% CI low": top1.low,
+                     "95% CI high": top1.high, "top-5 err (%)": s["top5"].mean}
+            if row.key == grid.baseline:
+                line |= {"diff. to baseline": 0.0, "reading": "baseline"}
+            elif paired is None:
+                line["reading"] = "no seed shared with the baseline"
+            else:
+                line |= {"paired seeds": paired.n, "diff. to baseline": paired.mean, "diff. CI low": paired.low,
+                         "diff. CI high": paired.high,
+                         "reading": verdict(paired.low, paired.high) if paired.n > 1 else "1 paired seed: no interval"}
+            line |= {"final slope (pts/epoch)": s["final_slope"], "epochs": s["epochs"]}
+        for p in row.paper_numbers:
+            line[f"paper T{p['table']} (%)"] = p["value"]
+            line[f"paper T{p['table']} diff."] = p["value"] - base_paper.get(p["table"], np.nan)
+        lines.append(line)
+    columns = ["seeds", "top-1 err (%)", "std", "95% CI low", "95% CI high", "top-5 err (%)", "paired seeds",
+               "diff. to baseline", "diff. CI low", "diff. CI high", "reading", "final slope (pts/epoch)", "epochs"]
+    table = pd.DataFrame(lines).set_index("row")
+    paper = [c for c in table.columns if c.startswith("paper T")]
+    return table.reindex(columns=["paper row"] + columns + paper)
+
+
+def seeds_per_row(grid: Grid, data: dict) -> dict[str, list[int]]:
+    """The seeds each row of the grid has a record for (an empty list for a row not trained yet)."""
+    seeds = {row.key: [] for row in grid.rows}
+    for r in data["records"]:
+        seeds.setdefault(r["row_key"], []).append(int(r["seed"]))
+    return {k: sorted(v) for k, v in seeds.items()}
+
+
+def completeness(grid: Grid, data: dict) -> list[str]:
+    """A line per row that has fewer seeds than the target (empty when the grid is complete)."""
+    missing = []
+    for key, seeds in seeds_per_row(grid, data).items():
+        target = TARGET_SEEDS.get(key, MIN_SEEDS)
+        if len(seeds) < target:
+            missing.append(f"{grid.name}: {grid.row(key).symbol} has {len(seeds)} of {target} seeds")
+    return missing
+
+
+def curves(grid: Grid, data: dict, keys=None, metric: str = "val_top1_err") -> dict[str, pd.DataFrame]:
+    """Per row (by symbol): epoch, seed-mean of ``metric`` and its 95 % t-interval over the seeds."""
+    out = {}
+    for row in grid.rows:
+        runs = [r for r in data["records"] if r["row_key"] == row.key]
+        if not runs or (keys is not None and row.key not in keys):
+            continue
+        length = min(len(r["history"]) for r in runs)
+        per_epoch = [summarize([r["history"][e][metric] for r in runs]) for e in range(length)]
+        out[row.symbol] = pd.DataFrame({
+            "epoch": [int(runs[0]["history"][e]["epoch"]) for e in range(length)],
+            "mean": [p.mean for p in per_epoch], "low": [p.low for p in per_epoch], "high": [p.high for p in per_epoch],
+            "seeds": len(runs),
+        })
+    return out
+
+
+def plot_curves(ax, grid: Grid, data: dict, keys=None, metric: str = "val_top1_err", inset_from: int | None = None):
+    """Seed-mean curves with their 95 % bands, integer epochs, the chance line; returns the curves."""
+    cs = curves(grid, data, keys, metric)
+    for symbol, c in cs.items():
+        line, = ax.plot(c.epoch, c["mean"], marker="o", ms=3, label=f"{math_label(symbol)} ({c.seeds.iloc[0]} seeds)")
+        ax.fill_between(c.epoch, c["low"], c["high"], color=line.get_color(), alpha=0.2, lw=0)
+    ax.axhline(chance_error(data), color="grey", ls=":", lw=1, label=f"chance ({chance_error(data):.1f} %)")
+    epochs = sorted({e for c in cs.values() for e in c.epoch})
+    ax.set_xticks(epochs)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation top-1 error (%)" if metric == "val_top1_err" else metric)
+    ax.grid(alpha=0.3)
+    return cs
+
+
+def plot_differences(ax, table: pd.DataFrame, paper_table: int | None = None, title: str = ""):
+    """Paired differences to the baseline with their 95 % intervals (ours), the paper's differences beside.
+
+    Rows top to bottom in the paper's order; the baseline row sits at 0 without an interval."""
+    rows = list(table.index)
+    y = np.arange(len(rows))[::-1]
+    diff = table["diff. to baseline"].to_numpy()
+    low, high = table["diff. CI low"].to_numpy(), table["diff. CI high"].to_numpy()
+    err = np.vstack([diff - low, high - diff])
+    ax.errorbar(diff, y, xerr=np.nan_to_num(err), fmt="o", color="tab:blue", capsize=3, ms=5,
+                label="ours: mean paired difference, 95 % CI")
+    if paper_table is not None and f"paper T{paper_table} diff." in table:
+        ax.plot(table[f"paper T{paper_table} diff."], y, "s", color="tab:red", ms=5, mfc="none",
+                label=f"paper, Table {paper_table} (one run each)")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(y, [math_label(r) for r in rows])
+    ax.set_xlabel("top-1 error minus the baseline's (points)")
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8, loc="best")

@@ -1,0 +1,174 @@
+"""A grid's ``results.md`` (per-row statistics beside the paper) and ``curves.png``.
+
+Per row: n seeds, mean and standard deviation of the final validation top-1 error, its 95 %
+t-interval, the paired difference to the grid's baseline row over the seeds both have (with its
+interval), the paper's number and the paper's difference to the same baseline, and the flatness check:
+the least-squares slope of the seed-mean validation error over the last epochs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .grids import Grid
+from .stats import Summary, paired_difference, slope, summarize
+from .store import LAST_EPOCHS
+
+FLAT_SLOPE = 0.5  # percentage points per epoch: a final slope within +-0.5 counts as flattened
+
+
+def _by_row(records: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
+    out: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for r in records:
+        out[r["row_key"]][int(r["seed"])] = r
+    return out
+
+
+def mean_curve(runs: list[dict[str, Any]], key: str = "val_top1_err") -> list[float]:
+    """The seed-mean of ``key`` per epoch over runs of the same length."""
+    length = min(len(r["history"]) for r in runs)
+    return [sum(r["history"][e][key] for r in runs) / len(runs) for e in range(length)]
+
+
+def row_statistics(grid: Grid, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One dict per grid row with records: summaries, paired difference to the baseline, flatness."""
+    by_row = _by_row(data["records"])
+    base = {s: r["final_val_top1_err"] for s, r in by_row.get(grid.baseline, {}).items()}
+    out = []
+    for row in grid.rows:
+        runs = by_row.get(row.key)
+        if not runs:
+            continue
+        errs = {s: r["final_val_top1_err"] for s, r in runs.items()}
+        curve = mean_curve(list(runs.values()))
+        paper = {p["table"]: p["value"] for p in row.paper_numbers}
+        base_row = grid.row(grid.baseline)
+        paper_base = {p["table"]: p["value"] for p in base_row.paper_numbers}
+        out.append({
+            "key": row.key, "symbol": row.symbol, "label": row.label, "seeds": sorted(runs),
+            "top1": summarize(list(errs.values())),
+            "top5": summarize([r["final_val_top5_err"] for r in runs.values()]),
+            "best_top1": summarize([r["best_val_top1_err"] for r in runs.values()]),
+            "paired": None if row.key == grid.baseline else paired_difference(errs, base),
+            "paper": paper,
+            "paper_diff": {t: v - paper_base[t] for t, v in paper.items() if t in paper_base},
+            "final_slope": slope(curve[-LAST_EPOCHS:]),
+            "last_change": curve[-1] - curve[-2] if len(curve) > 1 else math.nan,
+            "epochs": len(curve),
+            "wall_time_s": sum(r["wall_time_s"] for r in runs.values()) / len(runs),
+        })  # fmt: skip
+    return out
+
+
+def _ci(s: Summary | None) -> str:
+    if s is None:
+        return "(baseline)"
+    if math.isnan(s.half_width):
+        return f"{s.mean:+.2f} (1 seed)" if s is not None else ""
+    return f"{s.mean:+.2f} [{s.low:+.2f}, {s.high:+.2f}]"
+
+
+def _verdict(s: Summary | None) -> str:
+    if s is None or math.isnan(s.half_width):
+        return ""
+    if s.high < 0:
+        return "lower error"
+    if s.low > 0:
+        return "higher error"
+    return "no difference within the interval"
+
+
+def render_markdown(grid: Grid, data: dict[str, Any], curves_name: str = "curves.png") -> str:
+    stats = row_statistics(grid, data)
+    budget = data["budget"]
+    base = grid.row(grid.baseline)
+    lines = [
+        f"# {grid.title}",
+        "",
+        f"Grid `{grid.name}`, budget `{data['budget_id']}`: {budget.get('backbone')} family on "
+        f"{budget.get('dataset')} ({budget.get('image_size')} px, {budget.get('train_samples')} training / "
+        f"{budget.get('val_samples')} validation images), {budget.get('epochs')} epochs, batch "
+        f"{budget.get('batch_size')}, {budget.get('optimizer')} lr {budget.get('lr')} ({budget.get('lr_schedule')}). "
+        f"Errors in % on the validation split, final epoch; 95 % intervals from Student's t over seeds. "
+        f"Paired difference: row minus baseline (`{base.symbol}`) seed by seed (same seed: same data order).",
+        "",
+        "| paper row | ours | seeds | top-1 err mean ± std | 95 % CI | Δ vs baseline [95 % CI] | verdict "
+        "| paper | paper Δ | top-5 err | slope, last 3 epochs (pp/epoch) | last epoch's change (pp) | s / run |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in stats:
+        t1 = s["top1"]
+        ci = "" if math.isnan(t1.half_width) else f"[{t1.low:.2f}, {t1.high:.2f}]"
+        std = "" if math.isnan(t1.std) else f" ± {t1.std:.2f}"
+        paper = " / ".join(f"{v:.2f} (T{t})" for t, v in s["paper"].items())
+        pdiff = " / ".join(f"{v:+.2f}" for v in s["paper_diff"].values()) if s["key"] != grid.baseline else "(baseline)"
+        flat = "flat" if abs(s["final_slope"]) <= FLAT_SLOPE else "NOT flat"
+        lines.append(
+            f"| {s['label']} | {s['symbol']} | {t1.n} | {t1.mean:.2f}{std} | {ci} | {_ci(s['paired'])} | "
+            f"{_verdict(s['paired'])} | {paper} | {pdiff} | {s['top5'].mean:.2f} | {s['final_slope']:+.2f} ({flat}) | "
+            f"{s['last_change']:+.2f} | {s['wall_time_s']:.0f} |"
+        )
+    n_runs = len(data["records"])
+    lines += [
+        "",
+        f"{n_runs} runs. Paper numbers: ImageNet top-1 error (ImageNet tables) or CIFAR-100 test error (T2, T4); "
+        "they are beside ours for the *direction and size of the differences*, not the level (our task is a "
+        "different, easier data set at a much smaller budget).",
+        "",
+        f"Flatness: slope of the seed-mean validation top-1 error over the last {LAST_EPOCHS} epochs, least squares; "
+        f"'flat' when within ±{FLAT_SLOPE} percentage points per epoch. Last epoch's change: seed-mean error of the "
+        "last epoch minus the one before. s / run: mean wall time of a run (train + validation, one thread, on a "
+        "shared machine: see the records' `machine`).",
+        "",
+        f"![validation error per epoch]({curves_name})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_grid(grid: Grid, data: dict[str, Any], path: Path, chance: float | None = None) -> None:
+    """Seed-mean validation top-1 error per epoch for each row, with the min-max band over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    by_row = _by_row(data["records"])
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for row in grid.rows:
+        runs = list(by_row.get(row.key, {}).values())
+        if not runs:
+            continue
+        length = min(len(r["history"]) for r in runs)
+        epochs = list(range(1, length + 1))
+        mean = mean_curve(runs)
+        low = [min(r["history"][e]["val_top1_err"] for r in runs) for e in range(length)]
+        high = [max(r["history"][e]["val_top1_err"] for r in runs) for e in range(length)]
+        label = f"{row.symbol} (n={len(runs)})"
+        for a in (ax, zoom):
+            (line,) = a.plot(epochs, mean, marker="o", ms=3, label=label)
+            a.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance ({chance:.1f} %)")
+    for a in (ax, zoom):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a.set_xlabel("epoch")
+        a.grid(alpha=0.3)
+    ax.set_ylabel("validation top-1 error (%)")
+    ax.set_title("all epochs (band: min-max over seeds)")
+    last = max((len(r["history"]) for r in data["records"]), default=1)
+    zoom.set_xlim(max(1, last // 2) - 0.2, last + 0.2)
+    finals = [r["history"][e]["val_top1_err"] for r in data["records"] for e in range(last // 2 - 1, len(r["history"]))]
+    if finals:
+        zoom.set_ylim(min(finals) - 0.5, max(finals) + 0.5)
+    zoom.set_title("second half (zoom)")
+    ax.legend(fontsize=7)
+    fig.suptitle(grid.title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,161 @@
+"""Plan and run a set of grids: the queue of runs, N child processes side by side, resumption.
+
+Each (variant, seed) is one run, trained once even when several grids share it. The queue is
+seed-major: every run of seed 0, then of seed 1, ..., so that an interrupted grid still has complete
+rows for its first seeds; a row asked for more seeds (``--seeds-for aff3d=8``) gets them last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .child import RECORD
+from .grids import Grid, GridRow, Variant, run_key, variant_of
+from .store import add_record, write_json_atomic
+
+
+@dataclass
+class PlannedRun:
+    variant: Variant
+    seed: int
+    run_dir: Path
+    uses: list[tuple[Grid, GridRow]] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return run_key(self.variant, self.seed)
+
+
+def plan(grids: list[tuple[Grid, list[GridRow]]], seeds_for, backbone: str, runs_dir: Path) -> list[PlannedRun]:
+    """Every (variant, seed) the grids need, once, seed-major then in the grids' row order."""
+    runs: dict[str, PlannedRun] = {}
+    for grid, rows in grids:
+        for row in rows:
+            variant = variant_of(row, backbone)
+            for seed in range(seeds_for(row.key)):
+                key = run_key(variant, seed)
+                if key not in runs:
+                    runs[key] = PlannedRun(variant, seed, runs_dir / key)
+                runs[key].uses.append((grid, row))
+    order = {key: i for i, key in enumerate(runs)}
+    return sorted(runs.values(), key=lambda r: (r.seed, order[r.key]))
+
+
+def record_for(run: PlannedRun, grid: Grid, row: GridRow, measured: dict[str, Any], bid: str) -> dict[str, Any]:
+    """The grid's record of a finished run: what it stands for, then what was measured."""
+    return {
+        "grid": grid.name,
+        "paper_tables": sorted({t.number for t, _ in row.paper_rows}),
+        "row_key": row.key,
+        "row": row.label,
+        "symbol": row.symbol,
+        "paper": row.paper_numbers,
+        "model": run.variant.model,
+        "model_kwargs": run.variant.options,
+        "seed": run.seed,
+        "run_key": run.key,
+        "budget_id": bid,
+        **measured,
+    }
+
+
+def read_finished(run: PlannedRun) -> dict[str, Any] | None:
+    path = run.run_dir / RECORD
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+class Executor:
+    """Runs the queue with ``jobs`` child processes; ``on_done(run, measured)`` after each finished run."""
+
+    def __init__(self, config: dict[str, Any], jobs: int, on_done, nproc_per_node: int | None = None):
+        self.config, self.jobs, self.on_done = config, jobs, on_done
+        self.nproc_per_node = nproc_per_node
+        self.failed: list[tuple[PlannedRun, int]] = []
+
+    def command(self, run: PlannedRun) -> list[str]:
+        spec_path = run.run_dir.parent / f"{run.key}.spec.json"
+        if self.nproc_per_node:
+            return ["torchrun", "--standalone", f"--nproc_per_node={self.nproc_per_node}", "-m",
+                    "torch_impl.experiments.child", str(spec_path)]  # fmt: skip
+        return [sys.executable, "-m", "torch_impl.experiments.child", str(spec_path)]
+
+    def write_spec(self, run: PlannedRun) -> None:
+        cfg = dict(self.config, model=run.variant.model, model_kwargs=run.variant.options, seed=run.seed)
+        spec = {"config": cfg, "run_dir": str(run.run_dir)}
+        write_json_atomic(run.run_dir.parent / f"{run.key}.spec.json", spec)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if not self.nproc_per_node:
+            env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # one thread per run, N runs side by side
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        return env
+
+    def dry_run(self, queue: list[PlannedRun]) -> None:
+        for run in queue:
+            self.write_spec(run)
+            print(shlex.join(self.command(run)))
+
+    def run(self, queue: list[PlannedRun], progress=None) -> None:
+        pending = list(queue)
+        active: dict[int, tuple[PlannedRun, subprocess.Popen, Any]] = {}
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            while pending or active:
+                while pending and len(active) < self.jobs:
+                    run = pending.pop(0)
+                    self.write_spec(run)
+                    run.run_dir.parent.mkdir(parents=True, exist_ok=True)
+                    log = open(run.run_dir.parent / f"{run.key}.log", "a")
+                    proc = subprocess.Popen(self.command(run), stdout=log, stderr=subprocess.STDOUT, env=self.env())
+                    active[proc.pid] = (run, proc, log)
+                time.sleep(0.2)
+                for pid, (run, proc, log) in list(active.items()):
+                    rc = proc.poll()
+                    if rc is None:
+                        continue
+                    log.close()
+                    del active[pid]
+                    measured = read_finished(run)
+                    if rc != 0 or measured is None:
+                        self.failed.append((run, rc))
+                        print(f"run {run.key} failed (exit {rc}); its log: {run.run_dir.parent / (run.key + '.log')}",
+                              file=sys.stderr, flush=True)  # fmt: skip
+                    else:
+                        self.on_done(run, measured)
+                    if progress is not None:
+                        progress.update(1)
+        except KeyboardInterrupt:
+            for _, proc, _ in active.values():
+                proc.terminate()
+            for _, proc, log in active.values():
+                proc.wait()
+                log.close()
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def merge_record(data: dict[str, Any], record: dict[str, Any], row_order: list[str]) -> None:
+    add_record(data, record)
+    rank = {k: i for i, k in enumerate(row_order)}
+    data["records"].sort(key=lambda r: (rank.get(r["row_key"], len(rank)), int(r["seed"])))

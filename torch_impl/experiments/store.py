@@ -1,0 +1,142 @@
+"""Results on disk: one record per finished run, and a grid's ``results.json``.
+
+Layout (``--out DIR``, default ``docs/results/experiments``; ``--runs DIR``, default ``runs/experiments``)::
+
+    <runs>/<budget_id>/<run_key>/     last.pth best.pth metrics.csv curve.png train.log record.json
+    <out>/<grid>/results.json         {"format", "grid", "tables", "budget", "budget_id", "records": [...]}
+    <out>/<grid>/results.md, curves.png
+
+A run folder's ``record.json`` is written (atomically) only when the run has finished; a grid's
+``results.json`` is rewritten (atomically) after every finished run and holds one record per
+(row, seed). A run shared by several grids is trained once and its record copied into each.
+
+Record keys (all errors in percent, on the validation split):
+    grid, paper_tables, row_key, row, symbol, paper, model, model_kwargs, seed, run_key,
+    final_val_top1_err, final_val_top5_err, best_val_top1_err, best_epoch, epochs, images_seen,
+    wall_time_s, last_epochs_slope, history (per epoch: epoch, lr, train_loss, train_top1_err,
+    val_loss, val_top1_err, val_top5_err, epoch_time_s), machine, versions, budget_id
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+FORMAT = 1
+# Config fields that do not change what a run learns: they are not part of the budget's identity.
+NOT_BUDGET = frozenset({
+    "model", "model_kwargs", "seed", "output_dir", "run_name", "resume", "stop_after_epochs", "progress",
+    "tensorboard", "threads", "workers", "device", "data_dir", "download", "recipe",
+})  # fmt: skip
+LAST_EPOCHS = 3  # epochs over which the final slope of the validation error is measured
+
+
+class ResultsMismatch(ValueError):
+    """A results file that belongs to another grid or another budget."""
+
+
+def budget_of(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in sorted(config.items()) if k not in NOT_BUDGET}
+
+
+def budget_id(budget: dict[str, Any]) -> str:
+    text = json.dumps(budget, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import torch
+    import torchvision
+
+    out = {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__}
+    out["numpy"] = numpy.__version__
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out["git_commit"] = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+# ----------------------------------------------------------------------------- one grid's results file
+
+
+def load_results(path: Path, grid: str, budget: dict[str, Any]) -> dict[str, Any]:
+    """The grid's results (a fresh, empty one when ``path`` does not exist).
+
+    Raises ResultsMismatch when the file belongs to another grid or budget: it is left untouched."""
+    bid = budget_id(budget)
+    if not path.exists():
+        return {"format": FORMAT, "grid": grid, "budget": budget, "budget_id": bid, "records": []}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ResultsMismatch(f"{path} is not a results file ({err}); move it away or choose another --out") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("records"), list):
+        raise ResultsMismatch(f"{path} is not a results file of format {FORMAT}; move it away or choose another --out")
+    if data.get("grid") != grid:
+        raise ResultsMismatch(f"{path} holds grid {data.get('grid')!r}, not {grid!r}; choose another --out")
+    if data.get("budget_id") != bid:
+        changed = sorted(k for k in set(budget) | set(data.get("budget", {})) if budget.get(k) != data["budget"].get(k))
+        raise ResultsMismatch(
+            f"{path} was trained with another budget (differs in {changed}); its {len(data['records'])} runs are "
+            f"kept: choose another --out, or rerun with that file's settings"
+        )
+    return data
+
+
+def record_index(data: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    return {(r["row_key"], int(r["seed"])): r for r in data["records"]}
+
+
+def add_record(data: dict[str, Any], record: dict[str, Any]) -> None:
+    """Insert or replace the record of (row, seed), keeping the records sorted by row order then seed."""
+    key = (record["row_key"], int(record["seed"]))
+    data["records"] = [r for r in data["records"] if (r["row_key"], int(r["seed"])) != key] + [record]
+
+
+def run_record(history: list[dict[str, float]], images_per_epoch: int, wall_time_s: float) -> dict[str, Any]:
+    """The measured part of a record, from a finished run's per-epoch history."""
+    last = history[-1]
+    best = min(history, key=lambda r: r["val_top1_err"])
+    from .stats import slope
+
+    return {
+        "final_val_top1_err": last["val_top1_err"],
+        "final_val_top5_err": last["val_top5_err"],
+        "best_val_top1_err": best["val_top1_err"],
+        "best_epoch": int(best["epoch"]),
+        "epochs": int(last["epoch"]),
+        "images_seen": int(images_per_epoch * last["epoch"]),
+        "wall_time_s": wall_time_s,
+        "last_epochs_slope": slope([r["val_top1_err"] for r in history[-LAST_EPOCHS:]]),
+        "history": history,
+    }
