@@ -267,3 +267,18 @@ def test_designs_without_fex_over_M3D_are_refused(randomize_bn):
         assert not tg.supports(m)
         with pytest.raises(ValueError, match="table gate"):
             tg.table_forward(m, *_pair(0))
+
+
+@pytest.mark.parametrize("design", FEX_DESIGNS)
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_table_path_in_channels_last_equals_straightforward(design, train, randomize_bn):
+    """channels_last maps take the 1x1-convolution taps and the fused pass (``kernels.gate_cpu``)."""
+    table_m, ref_m = _twins(8, design, randomize_bn, reduction=2)
+    table_m.train(train), ref_m.train(train)
+    U, X = (t.to(memory_format=torch.channels_last).requires_grad_() for t in _pair(3))
+    y_t, y_r = tg.table_forward(table_m, U, X, add=True, relu=True), (ref_m(U, X) + X).relu()
+    assert _max_diff([y_t], [y_r]) < TOL
+    dout = torch.randn_like(y_r)
+    g_t = torch.autograd.grad(y_t, [U, X, *table_m.parameters()], dout, allow_unused=True)
+    g_r = torch.autograd.grad(y_r, [U, X, *ref_m.parameters()], dout, allow_unused=True)
+    assert _max_diff(g_t, g_r) < TOL

@@ -15,6 +15,11 @@ straightforward (``impl="straightforward"``) and the fast (``impl="fast"``, defa
 Targets of issue 5, as cost ratios to ResNet-50 (lower is better): CPU latency <= 1.12, CUDA
 training time <= 1.10, peak training memory <= 1.15.
 
+Further sections (``benchmark_sections``): ``small`` (CPU training step of the notebooks' small
+networks), ``table`` (the table gate: arithmetic floor and channels_last inference) and
+``detection`` (the detectron2 backbone's training step); the plain command (``--device auto``) runs
+them too, ``--sections`` chooses any set.
+
 Writes ``<prefix>_<section>.json`` per section run and redraws ``<prefix>.png`` and ``<prefix>.md``
 from every section file present (so a CPU run here and a CUDA run on a GPU machine end up in one
 table, each with its machine).
@@ -35,7 +40,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import benchmark_sections
+
 TARGETS = {"cpu_latency_b1": 1.12, "cuda_train_time": 1.10, "cuda_peak_memory": 1.15}
+EXTRA_SECTIONS = benchmark_sections.SECTIONS
 MODELS = ("resnet50", "se_resnet50", "aff3d_resnet50_straightforward", "aff3d_resnet50_fast")
 # Section files written before the straightforward implementation had its name read as the new names.
 _RENAMED = {"aff3d_resnet50_reference": "aff3d_resnet50_straightforward",
@@ -312,7 +320,7 @@ _LABELS = {
 
 def _load_sections(prefix: Path) -> dict[str, dict]:
     out = {}
-    for section in ("cpu", "cuda"):
+    for section in ("cpu", "cuda", *EXTRA_SECTIONS):
         p = prefix.parent / f"{prefix.name}_{section}.json"
         if p.exists():
             out[section] = _renamed(json.loads(p.read_text()))
@@ -363,6 +371,7 @@ def write_markdown(prefix: Path, sections: dict) -> Path:
                       f"{s.get('fused_block_tail')}.", ""]
         if s.get("note"):
             lines += [f"Note: {s['note']}", ""]
+    lines += benchmark_sections.markdown(sections)
     path = prefix.parent / f"{prefix.name}.md"
     path.write_text("\n".join(lines))
     return path
@@ -436,6 +445,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cuda-batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=None, help="CUDA training steps per repetition (default 5, --quick 2)")
     p.add_argument("--profile", action="store_true", help="also write a profile: CPU operators of a batch-1 forward, CUDA kernels of a training step")
+    p.add_argument("--sections", default=None,
+                   help=f"comma-separated, among cpu, cuda, {', '.join(EXTRA_SECTIONS)} (default: --device's "
+                        "sections, and with --device auto the further sections too)")
     p.add_argument("--out", type=Path, default=Path("docs/results/benchmark"),
                    help="output prefix (default docs/results/benchmark)")
     args = p.parse_args(argv)
@@ -449,6 +461,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--reps, --steps, --cpu-batch, --cuda-batch, --threads and --image-size must be positive")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA GPU is available here")
+    if args.sections is not None:
+        args.sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+        unknown = sorted(set(args.sections) - {"cpu", "cuda", *EXTRA_SECTIONS})
+        if unknown or not args.sections:
+            p.error(f"--sections: expected some of cpu, cuda, {', '.join(EXTRA_SECTIONS)}, got {unknown or 'none'}")
+        if "cuda" in args.sections and not torch.cuda.is_available():
+            p.error("--sections cuda: no CUDA GPU is available here")
     return args
 
 
@@ -456,17 +475,23 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     sections = ["cpu"] if args.device == "cpu" else ["cuda"] if args.device == "cuda" else (
         ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    if args.sections is not None:
+        sections = args.sections
+    elif args.device == "auto":  # the plain command: every section this machine can run
+        sections += list(EXTRA_SECTIONS)
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         _user_error(f"--out {args.out}: cannot create {args.out.parent}: {e.strerror or e}")
     if not os.access(args.out.parent, os.W_OK):
         _user_error(f"--out {args.out}: {args.out.parent} is not writable")
-    models = build_models()
+    models = build_models() if {"cpu", "cuda"} & set(sections) else {}
     results = {}
     for section in sections:
         t0 = time.perf_counter()
-        if section == "cpu":
+        if section in EXTRA_SECTIONS:
+            res = benchmark_sections.run(section, args)
+        elif section == "cpu":
             prof = args.out.parent / f"{args.out.name}_cpu_profile.txt" if args.profile else None
             res = bench_cpu(models, args.reps, args.threads, args.image_size, args.cpu_batch, profile_path=prof)
         else:
@@ -474,8 +499,9 @@ def main(argv=None) -> dict:
             res = bench_cuda(models, args.reps, args.cuda_batch, args.image_size, args.steps, profile_path=prof)
             for m in models.values():
                 m.cpu()
-        res["machine"] = machine(section)
-        res["fused_block_tail"] = fused_block_tail(models["aff3d_resnet50_fast"])
+        res["machine"] = machine("cuda" if section == "cuda" else "cpu")
+        if models:
+            res["fused_block_tail"] = fused_block_tail(models["aff3d_resnet50_fast"])
         res["seconds"] = round(time.perf_counter() - t0, 1)
         res["command"] = "python -m torch_impl.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
         path = args.out.parent / f"{args.out.name}_{section}.json"
@@ -489,7 +515,9 @@ def main(argv=None) -> dict:
 
 
 def _print(res: dict) -> None:
-    if res["section"] == "cpu":
+    if res["section"] in EXTRA_SECTIONS:
+        print(benchmark_sections.summary(res))
+    elif res["section"] == "cpu":
         b = res["throughput_batch"]
         print(f"CPU ({res['threads']} threads, image {res['image_size']}): latency b1 ms / ratio, "
               f"CPU time b1 ms / ratio, throughput b{b} img/s / cost ratio")
