@@ -72,9 +72,9 @@ def test_installed_versions_are_the_locked_ones():
 
 def test_environment_yml_installs_the_same_as_readme():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    pip_section = next(dep["pip"] for dep in env["dependencies"] if isinstance(dep, dict) and "pip" in dep)
     assert pip_section == ["-c constraints.txt", "-e .[dev,notebooks]"]
-    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    python = next(dep for dep in env["dependencies"] if isinstance(dep, str) and dep.startswith("python="))
     assert python == "python=3.11"
     assert "-c constraints.txt" in _readme_commands()[0]
 
