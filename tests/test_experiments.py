@@ -176,3 +176,41 @@ def test_gradcam_overlap_scores_by_hand():
     assert s["energy_in_object"] == pytest.approx([1.0, 0.5])
     assert s["pointing_game"] == pytest.approx([1.0, 0.0])
     assert s["iou"] == pytest.approx([1.0, 0.5])
+
+
+def test_queue_order_seed_major_with_priority_rows(tmp_path):
+    from torch_impl.experiments.runner import plan
+
+    grids = [(g, list(g.rows)) for g in (get_grid("table1"), get_grid("table6"))]
+    seeds = {"resnet": 4}.get
+    queue = plan(grids, lambda k: seeds(k, 2), "resnet20_cifar", tmp_path)
+    keys = [r.key for r in queue]
+    assert len(keys) == len(set(keys)) == 7 * 2 + 2  # 7 networks x 2 seeds, shared once; resnet seeds 2, 3
+    assert [r.seed for r in queue] == sorted(r.seed for r in queue)  # seed-major: every row's seed 0 first
+    assert keys[-2:] == ["resnet20_cifar.seed2", "resnet20_cifar.seed3"]
+    first = plan(grids, lambda k: seeds(k, 2), "resnet20_cifar", tmp_path, ({"aff3d"}, 2))
+    assert [r.key for r in first][:2] == ["aff3d_resnet20_cifar.seed0", "aff3d_resnet20_cifar.seed1"]
+    # an interrupted run (checkpoint, no record) goes before everything
+    (tmp_path / "eca_resnet20_cifar.seed1").mkdir()
+    (tmp_path / "eca_resnet20_cifar.seed1" / "last.pth").write_bytes(b"")
+    assert plan(grids, lambda k: seeds(k, 2), "resnet20_cifar", tmp_path)[0].key == "eca_resnet20_cifar.seed1"
+
+
+def test_shapes_cache_returns_the_same_pixels_and_is_not_aliased(monkeypatch):
+    from torch_impl.data import shapes
+
+    plain = shapes.ShapesClassification("val", size=16, length=4)
+    cached = shapes.ShapesClassification("val", size=16, length=4, cache=True)
+    calls = []
+    render = shapes.render_classification_sample
+    monkeypatch.setattr(shapes, "render_classification_sample", lambda *a: calls.append(a) or render(*a))
+    first = cached.sample(1)
+    first[0][:] = 0  # a caller writing into its copy must not change the cached image
+    again = cached.sample(-3)  # index -3 is sample 1
+    reference = plain.sample(1)
+    assert len(calls) == 2  # rendered once by the cache, once by the uncached data set
+    assert np.array_equal(again[0], reference[0]) and again[1] == reference[1]
+    assert np.array_equal(again[2], reference[2])
+    monkeypatch.setattr(shapes.ShapesClassification, "cache_rendered", True)
+    assert shapes.ShapesClassification("train", size=16, length=2)._cache == {}  # the class-wide switch
+    assert shapes.ShapesClassification("train", size=16, length=2, cache=False)._cache is None

@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="print the grids, their rows and keys, and exit")
     p.add_argument("--seeds", type=int, default=3, help="seeds per row (0, 1, ..., N-1); default 3")
     p.add_argument("--seeds-for", default="", help="more seeds for some rows, e.g. resnet=8,se=8,aff3d=8")
+    p.add_argument("--first", default="", help="rows whose first --seeds seeds are trained before all others "
+                   "(e.g. resnet,se,aff3d on a slow machine); default: seed-major over all rows")
     p.add_argument("--rows", default="", help="train only these row keys (comma-separated; see --list)")
     p.add_argument("--jobs", type=int, default=1, help="runs side by side, one thread each (default 1)")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"training recipe (default {DEFAULT_RECIPE})")
@@ -136,6 +138,9 @@ def _main(args) -> int:
     if unknown:
         raise UserError(f"unknown row(s) {unknown} in grids {[g.name for g in grids]}: the rows are {sorted(known)}")
     seeds_for = _seeds_for(args.seeds_for, args.seeds, known)
+    first = set(_keys(args.first))
+    if first - known:
+        raise UserError(f"--first: unknown row(s) {sorted(first - known)}: the rows are {sorted(known)}")
     overrides = _overrides(args.set)
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
@@ -184,7 +189,7 @@ def _main(args) -> int:
 
     selected = [(g, [r for r in g.rows if not wanted or r.key in wanted]) for g in grids]
     queue = []
-    for run in plan(selected, seeds_for, backbone, runs_dir):
+    for run in plan(selected, seeds_for, backbone, runs_dir, (first, args.seeds)):
         missing = [(g, r) for g, r in run.uses if (r.key, run.seed) not in record_keys(results[g.name])]
         if not missing:
             continue

@@ -72,7 +72,7 @@ def gradcam_maps(net: torch.nn.Module, x: torch.Tensor, batch: int = 250) -> tup
 
 def slim_checkpoint(state: dict, path: Path) -> None:
     """The network part of a checkpoint (no optimizer): loadable with ``load_checkpoint`` and ``load_network``."""
-    keep = ("model_name", "model_kwargs", "num_classes", "model", "epoch", "config", "history", "classes")
+    keep = ("format", "model_name", "model_kwargs", "num_classes", "model", "epoch", "config", "history", "classes")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: state[k] for k in keep if k in state}, path)
 
@@ -182,8 +182,10 @@ def picture(images, labels, masks, shown: dict, path: Path) -> None:
             for side in ax.spines.values():
                 side.set_edgecolor("green" if right else "red")
                 side.set_linewidth(2)
+    from .report import math_label
+
     for r, name in enumerate(["input (mask outline)", *shown]):
-        axes[r, 0].set_ylabel(name, fontsize=8)
+        axes[r, 0].set_ylabel(math_label(name), fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -9,6 +9,7 @@ the least-squares slope of the seed-mean validation error over the last epochs.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,11 @@ def render_markdown(grid: Grid, data: dict[str, Any], curves_name: str = "curves
     return "\n".join(lines)
 
 
+def math_label(symbol: str) -> str:
+    """The paper's symbols in matplotlib's math text: ``M_c^{r+s}`` -> ``$M_c^{r+s}$``."""
+    return re.sub(r"(M_\w\^(?:\{[^}]*\}|\w))", r"$\1$", symbol)
+
+
 def plot_grid(grid: Grid, data: dict[str, Any], path: Path, chance: float | None = None) -> None:
     """Seed-mean validation top-1 error per epoch for each row, with the min-max band over seeds."""
     import matplotlib
@@ -148,7 +154,7 @@ def plot_grid(grid: Grid, data: dict[str, Any], path: Path, chance: float | None
         mean = mean_curve(runs)
         low = [min(r["history"][e]["val_top1_err"] for r in runs) for e in range(length)]
         high = [max(r["history"][e]["val_top1_err"] for r in runs) for e in range(length)]
-        label = f"{row.symbol} (n={len(runs)})"
+        label = f"{math_label(row.symbol)} (n={len(runs)})"
         for a in (ax, zoom):
             (line,) = a.plot(epochs, mean, marker="o", ms=3, label=label)
             a.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..training.checkpoint import LAST
 from .child import RECORD
 from .grids import Grid, GridRow, Variant, run_key, variant_of
 from .store import add_record, write_json_atomic
@@ -35,8 +36,18 @@ class PlannedRun:
         return run_key(self.variant, self.seed)
 
 
-def plan(grids: list[tuple[Grid, list[GridRow]]], seeds_for, backbone: str, runs_dir: Path) -> list[PlannedRun]:
-    """Every (variant, seed) the grids need, once, seed-major then in the grids' row order."""
+def plan(
+    grids: list[tuple[Grid, list[GridRow]]],
+    seeds_for,
+    backbone: str,
+    runs_dir: Path,
+    first: tuple[set[str], int] = (set(), 0),
+) -> list[PlannedRun]:
+    """Every (variant, seed) the grids need, once, seed-major then in the grids' row order.
+
+    ``first = (row keys, n)``: the first n seeds of those rows go before everything else (still
+    seed-major), so that on a slow machine the main comparison gets its seeds before the other rows.
+    Runs interrupted earlier (a checkpoint, no record) go first of all."""
     runs: dict[str, PlannedRun] = {}
     for grid, rows in grids:
         for row in rows:
@@ -47,7 +58,14 @@ def plan(grids: list[tuple[Grid, list[GridRow]]], seeds_for, backbone: str, runs
                     runs[key] = PlannedRun(variant, seed, runs_dir / key)
                 runs[key].uses.append((grid, row))
     order = {key: i for i, key in enumerate(runs)}
-    return sorted(runs.values(), key=lambda r: (r.seed, order[r.key]))
+    keys, n_first = first
+
+    def early(r: PlannedRun) -> int:
+        if (r.run_dir / LAST).exists():
+            return 0  # interrupted earlier: finish it first
+        return 1 if r.seed < n_first and any(row.key in keys for _, row in r.uses) else 2
+
+    return sorted(runs.values(), key=lambda r: (early(r), r.seed, order[r.key]))
 
 
 def record_for(run: PlannedRun, grid: Grid, row: GridRow, measured: dict[str, Any], bid: str) -> dict[str, Any]:
