@@ -174,7 +174,8 @@ def draw_module(ax, design: str | AFF3DDesign = "aff3d", title: str | None = Non
     if d.fusion == "parallel":
         # no fusion: the channel gate sigma(F_ex(M_c)) and the spatial gate sigma(M_s) each multiply U,
         # and the two products are added
-        c.box("F_ex", 13.0 if detailed else 12.8, top, fex, "conv", w=1.35 if detailed else 1.0, h=0.75 if detailed else 0.5)
+        size = dict(w=1.35, h=0.75) if detailed else dict(w=1.0, h=0.5)
+        c.box("F_ex", 13.0 if detailed else 12.8, top, fex, "conv", **size)
         c.arrow("M_c", "F_ex")
         c.box("sig_c", 15.3, top, "$\\sigma$", "act", w=0.3, h=0.3)
         c.arrow("F_ex", "sig_c")

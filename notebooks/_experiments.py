@@ -46,7 +46,8 @@ def chance_error(data: dict) -> float:
 
 def math_label(symbol: str) -> str:
     """A row symbol in matplotlib's math text: "M_c^r + M_s^{r+s} (3D-AFF)" -> "$M_c^r + M_s^{r+s}$ (3D-AFF)"."""
-    text = re.sub(r"M_[a-z{}]+\^(\{[^}]*\}|\w+)(\s*\+\s*M_[a-z{}]+\^(\{[^}]*\}|\w+))*", lambda m: f"${m.group(0)}$", symbol)
+    term = r"M_[a-z{}]+\^(\{[^}]*\}|\w+)"  # M_c^r, M_s^{r+s}, ...
+    text = re.sub(rf"{term}(\s*\+\s*{term})*", lambda m: f"${m.group(0)}$", symbol)
     return re.sub(r"^k = ", "$k$ = ", text.replace("F_ex", "$F_{ex}$"))
 
 
@@ -134,7 +135,8 @@ def plot_curves(ax, grid: Grid, data: dict, keys=None, metric: str = "val_top1_e
     """Seed-mean curves with their 95 % bands, integer epochs, the chance line; returns the curves."""
     cs = curves(grid, data, keys, metric)
     for symbol, c in cs.items():
-        line, = ax.plot(c.epoch, c["mean"], marker="o", ms=3, label=f"{math_label(symbol)} ({c.seeds.iloc[0]} seeds)")
+        n = int(c.seeds.iloc[0])
+        line, = ax.plot(c.epoch, c["mean"], marker="o", ms=3, label=f"{math_label(symbol)} ({n} seed{'s' * (n != 1)})")
         ax.fill_between(c.epoch, c["low"], c["high"], color=line.get_color(), alpha=0.2, lw=0)
     ax.axhline(chance_error(data), color="grey", ls=":", lw=1, label=f"chance ({chance_error(data):.1f} %)")
     epochs = sorted({e for c in cs.values() for e in c.epoch})
