@@ -12,8 +12,8 @@ alike), medians over repetitions, ratios against torchvision's ``resnet50``:
 
 Models: torchvision ``resnet50``, our ``se_resnet50``, and ``aff3d_resnet50`` twice, with the
 straightforward (``impl="straightforward"``) and the fast (``impl="fast"``, default) 3D-AFF, same weights.
-Targets of issue 5, as cost ratios to ResNet-50 (lower is better): CPU latency <= 1.12, CUDA
-training time <= 1.10, peak training memory <= 1.15.
+The targets it reports against, as cost ratios to ResNet-50 (lower is better): CPU latency <= 1.12,
+CUDA training time <= 1.10, peak training memory <= 1.15.
 
 Further sections (``benchmark_sections``): ``small`` (CPU training step of the notebooks' small
 networks), ``table`` (the table gate: arithmetic floor and channels_last inference) and

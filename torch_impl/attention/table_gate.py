@@ -35,7 +35,7 @@ X_3D = sigma(F_ex(M_3D)) (eq. 2), d the reduction, K = C/d hidden units, k the s
 5. Backward (``lookup_backward``). With g_c(p) = dL/dz_c at pixel p and the per-interval sums
        G0[i, c] = sum_{p in i} g_c(p),     G1[i, c] = sum_{p in i} g_c(p) m_p      (2C per pixel)
    the map gradient is dL/dm_p = beta[i(p)] . g(p) and the tables' gradients are G0, G1. Through
-   step 3 (autograd of the cumulative sums, O(K C) per sample) these give the issue's formulas
+   step 3 (autograd of the cumulative sums, O(K C) per sample) these give the closed-form gradients
        dL/dW_2[c, j] = sum_i [j in A_i] (v_j G0[i, c] + r_j G1[i, c]),
        dL/dv_j = sum_i [j in A_i] sum_c W_2[c, j] G0[i, c],   dL/dr_j: the same with G1,
    checked term by term in the tests. Training is O(C) per pixel too.
