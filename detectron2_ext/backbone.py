@@ -16,37 +16,39 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import BasicStem, ResNet
 
-from torch_impl.attention import get_attention
+from torch_impl.attention import AttnLayer, get_attention, get_spec
+from torch_impl.models import RESNET_LAYERS, Bottleneck
 
 from .blocks import AFF3DBasicBlock, AFF3DBottleneckBlock
-from .config import ATTENTIONS
-
-# He et al. 2016, Table 1: blocks per stage.
-BLOCKS_PER_STAGE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+from .config import attention_choices, config_key
 
 
-def attention_from_config(cfg):
+def attention_from_config(cfg) -> AttnLayer:
     """The ``channels -> attention`` constructor that ``MODEL.AFF3D`` describes (None for "none").
 
-    Each attention reads only its own options: 3D-AFF the design, k and d; SE and CBAM the
-    reduction r; ECA none (its kernel follows from C).
+    Each attention reads only the options its registry entry exposes to detectron2: 3D-AFF the
+    design, k and d; SE and CBAM the reduction r; ECA none (its kernel follows from C).
     """
     a = cfg.MODEL.AFF3D
-    if a.ATTENTION not in ATTENTIONS:
-        raise ValueError(f"MODEL.AFF3D.ATTENTION: expected one of {list(ATTENTIONS)}, got {a.ATTENTION!r}")
-    options = {
-        "none": {},
-        "se": {"reduction": a.REDUCTION},
-        "cbam": {"reduction": a.REDUCTION},
-        "eca": {},
-        "aff3d": {"design": a.DESIGN, "kernel_size": a.KERNEL_SIZE, "reduction": a.REDUCTION},
-    }[a.ATTENTION]
+    if a.ATTENTION not in attention_choices():
+        raise ValueError(f"MODEL.AFF3D.ATTENTION: expected one of {attention_choices()}, got {a.ATTENTION!r}")
+    if a.ATTENTION == "none":
+        return None
+    options = {}
+    for option in get_spec(a.ATTENTION).detectron2:
+        key = config_key(option)
+        if key not in a:
+            raise ValueError(
+                f"MODEL.AFF3D.{key}: missing from the config, which attention {a.ATTENTION!r} reads; "
+                "call add_aff3d_config(cfg) after registering the attention"
+            )
+        options[option] = a[key]
     return get_attention(a.ATTENTION, **options)
 
 
 def _check_resnet_options(r, depth: int) -> None:
-    if depth not in BLOCKS_PER_STAGE:
-        raise ValueError(f"MODEL.RESNETS.DEPTH: expected one of {sorted(BLOCKS_PER_STAGE)}, got {depth!r}")
+    if depth not in RESNET_LAYERS:
+        raise ValueError(f"MODEL.RESNETS.DEPTH: expected one of {sorted(RESNET_LAYERS)}, got {depth!r}")
     if r.RES5_DILATION not in (1, 2):
         raise ValueError(f"MODEL.RESNETS.RES5_DILATION: expected 1 or 2, got {r.RES5_DILATION!r}")
     if any(r.DEFORM_ON_PER_STAGE):
@@ -54,7 +56,7 @@ def _check_resnet_options(r, depth: int) -> None:
             "MODEL.RESNETS.DEFORM_ON_PER_STAGE: deformable blocks have no 3D-AFF variant here; "
             f"expected all False, got {list(r.DEFORM_ON_PER_STAGE)}"
         )
-    if depth < 50:
+    if RESNET_LAYERS[depth][0] is not Bottleneck:
         wrong = {
             "RES2_OUT_CHANNELS": (r.RES2_OUT_CHANNELS, 64),
             "RES5_DILATION": (r.RES5_DILATION, 1),
@@ -72,13 +74,14 @@ def build_aff3d_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     depth = r.DEPTH
     _check_resnet_options(r, depth)
     attention = attention_from_config(cfg)
+    block, blocks_per_stage = RESNET_LAYERS[depth]  # He et al. 2016a, Table 1 (torch_impl's table)
     attention_norm = cfg.MODEL.AFF3D.NORM or r.NORM
 
     stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
     in_channels, out_channels = r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS
     bottleneck_channels = r.NUM_GROUPS * r.WIDTH_PER_GROUP
     stages = []
-    for stage, num_blocks in zip(range(2, 6), BLOCKS_PER_STAGE[depth]):
+    for stage, num_blocks in zip(range(2, 6), blocks_per_stage):
         # res5 dilation keeps stride 16 (DC5), as in detectron2's builder
         dilation = r.RES5_DILATION if stage == 5 else 1
         first_stride = 1 if stage == 2 or dilation == 2 else 2
@@ -91,7 +94,7 @@ def build_aff3d_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
             "attention": attention,
             "attention_norm": attention_norm,
         }
-        if depth >= 50:
+        if block is Bottleneck:
             kwargs.update(
                 block_class=AFF3DBottleneckBlock,
                 bottleneck_channels=bottleneck_channels,

@@ -25,7 +25,7 @@ from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock
 from fvcore.nn import weight_init
 from torch import nn
 
-AttentionLayer = Callable[[int], nn.Module] | None
+from torch_impl.attention import AttnLayer
 
 
 def attention_norm_layer(norm: str | Callable[[int], nn.Module], channels: int) -> nn.Module:
@@ -54,7 +54,7 @@ def convert_attention_norms(module: nn.Module, norm: str | Callable[[int], nn.Mo
 
 
 def build_block_attention(
-    attention: AttentionLayer, channels: int, norm: str | Callable[[int], nn.Module]
+    attention: AttnLayer, channels: int, norm: str | Callable[[int], nn.Module]
 ) -> nn.Module | None:
     """``attention(channels)`` with detectron2's conv init and ``norm`` in place of its BN layers."""
     if attention is None:
@@ -78,7 +78,7 @@ class AFF3DBottleneckBlock(BottleneckBlock):
             ``num_groups``, ``norm``, ``stride_in_1x1``, ``dilation``).
     """
 
-    def __init__(self, in_channels, out_channels, *, attention: AttentionLayer = None, attention_norm=None, **kwargs):
+    def __init__(self, in_channels, out_channels, *, attention: AttnLayer = None, attention_norm=None, **kwargs):
         super().__init__(in_channels, out_channels, **kwargs)
         norm = kwargs.get("norm", "BN") if attention_norm is None else attention_norm
         self.attn = build_block_attention(attention, out_channels, norm)
@@ -90,13 +90,14 @@ class AFF3DBottleneckBlock(BottleneckBlock):
         shortcut = x if self.shortcut is None else self.shortcut(x)  # X_l
         if self.attn is not None:
             out = self.attn(out, shortcut)  # U * X_3D
-        return F.relu_(out + shortcut)  # eq. 7, then ReLU
+        out += shortcut  # eq. 7
+        return F.relu_(out)
 
 
 class AFF3DBasicBlock(BasicBlock):
     """detectron2's basic block (two 3x3 convs, ResNet-18/34) with ``attn`` on the residual branch."""
 
-    def __init__(self, in_channels, out_channels, *, attention: AttentionLayer = None, attention_norm=None, **kwargs):
+    def __init__(self, in_channels, out_channels, *, attention: AttnLayer = None, attention_norm=None, **kwargs):
         super().__init__(in_channels, out_channels, **kwargs)
         norm = kwargs.get("norm", "BN") if attention_norm is None else attention_norm
         self.attn = build_block_attention(attention, out_channels, norm)
@@ -105,5 +106,6 @@ class AFF3DBasicBlock(BasicBlock):
         out = self.conv2(F.relu_(self.conv1(x)))  # U
         shortcut = x if self.shortcut is None else self.shortcut(x)  # X_l
         if self.attn is not None:
-            out = self.attn(out, shortcut)
-        return F.relu_(out + shortcut)
+            out = self.attn(out, shortcut)  # U * X_3D
+        out += shortcut  # eq. 7
+        return F.relu_(out)

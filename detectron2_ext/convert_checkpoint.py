@@ -23,20 +23,20 @@ inputs they were trained on under these settings, which every config here uses:
 from __future__ import annotations
 
 import argparse
-import os
+import io
 import re
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from torch_impl.atomic import remove_stale_temporaries, write_bytes
+from torch_impl.cli import exit_on_user_error
+from torch_impl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from torch_impl.pretrained import read_state_dict
 
 # torchvision's ImageNet normalisation (transforms.Normalize), in detectron2's 0-255 pixel scale.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PIXEL_MEAN = tuple(round(255 * m, 3) for m in IMAGENET_MEAN)  # (123.675, 116.28, 103.53)
 PIXEL_STD = tuple(round(255 * s, 3) for s in IMAGENET_STD)  # (58.395, 57.12, 57.375)
 INPUT_FORMAT = "RGB"
@@ -108,8 +108,15 @@ def convert_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
 def convert_checkpoint(source: str | Path | Mapping[str, torch.Tensor], destination: str | Path) -> dict:
     """Convert ``source`` (a path or a state_dict) and write detectron2's checkpoint to ``destination``.
 
-    The file is written atomically (a temporary file, then a rename). Returns what was written.
+    The file is written atomically (a temporary file, then a rename); ``destination`` may not be the
+    source file itself. A training checkpoint's checksum is verified. Returns what was written.
     """
+    destination = Path(destination).expanduser()
+    if isinstance(source, (str, Path)) and _same_file(source, destination):
+        raise ValueError(
+            f"the destination {destination} is the source checkpoint itself; write the detectron2 weights "
+            "to another file (the converted file cannot be converted back)"
+        )
     model = convert_state_dict(read_state_dict(source))
     checkpoint = {
         "model": model,
@@ -117,19 +124,21 @@ def convert_checkpoint(source: str | Path | Mapping[str, torch.Tensor], destinat
         "matching_heuristics": True,
         "required_config": REQUIRED_CONFIG,
     }
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=destination.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-        os.replace(tmp, destination)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()  # serialised in memory: a full disk then fails with its reason (ENOSPC)
+    torch.save(checkpoint, buffer)
+    remove_stale_temporaries(destination.parent, [destination.name])  # left by a killed earlier write
+    write_bytes(destination, buffer.getbuffer())
     return checkpoint
 
 
+def _same_file(a: str | Path, b: Path) -> bool:
+    a = Path(a).expanduser()
+    if a.exists() and b.exists():
+        return a.samefile(b)
+    return a.resolve() == b.resolve()
+
+
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="torch_impl / torchvision ResNet state_dict or training checkpoint (.pth)")

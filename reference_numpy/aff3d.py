@@ -127,23 +127,23 @@ def aff3d_gate(
     This is the interface every attention module of the project shares: ``(residual, shortcut)
     -> gated residual``. Pass a dict as ``trace`` to receive the intermediate maps by symbol.
     """
-    d = resolve_design(design) if isinstance(design, str) else design
+    design = resolve_design(design) if isinstance(design, str) else design
     if U.shape != X_l.shape:
         raise ValueError(f"3D-AFF: residual U and shortcut X_l must have one shape, got {U.shape} and {X_l.shape}")
     trace = {} if trace is None else trace
-    M_c = eq4_channel_squeeze(U if d.channel_input == "residual" else U + X_l)
+    M_c = eq4_channel_squeeze(U if design.channel_input == "residual" else U + X_l)
     trace["M_c"] = M_c
-    if not d.has_spatial:  # SE: the channel vector alone goes through F_ex
+    if not design.has_spatial:  # SE: the channel vector alone goes through F_ex
         X_3D = eq2_soft_attention(M_c, params)
         trace["X_3D"] = X_3D
         return U * X_3D
-    M_s = eq5_spatial_attention(U, X_l, params, d)
+    M_s = eq5_spatial_attention(U, X_l, params, design)
     trace["M_s"] = M_s
-    if d.fusion == "parallel":
+    if design.fusion == "parallel":
         a_c = eq2_soft_attention(M_c, params)  # channel gate, (N, C, 1, 1)
         a_s = sigmoid(M_s)  # spatial gate, (N, 1, H, W)
         trace["a_c"], trace["a_s"] = a_c, a_s
-        return U * a_c + U * a_s if d.parallel_gate == "sum" else U * a_c * a_s
+        return U * a_c + U * a_s if design.parallel_gate == "sum" else U * a_c * a_s
     M_3D = eq1_fuse(M_c, M_s)
     X_3D = eq2_soft_attention(M_3D, params)
     trace["M_3D"], trace["X_3D"] = M_3D, X_3D

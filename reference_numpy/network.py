@@ -88,24 +88,24 @@ def _design_from_weights(params: Params, design: AFF3DDesign | str | None) -> AF
         )
     if design is None:
         raise ValueError("the parameters hold 3D-AFF attention weights: pass its design (e.g. 'aff3d' or 'aff3d_sum')")
-    d = resolve_design(design) if isinstance(design, str) else design
+    design = resolve_design(design) if isinstance(design, str) else design
     w1 = params["layer1.0.attn.fex.conv1.weight"]  # (C/d, C, 1, 1)
     updates = {"reduction": w1.shape[1] // w1.shape[0]}
     spatial = params.get("layer1.0.attn.spatial.conv.weight")  # (1, C_in, k, k)
-    if (spatial is None) == d.has_spatial:
+    if (spatial is None) == design.has_spatial:
         raise ValueError(
-            f"design spatial_input={d.spatial_input!r} {'has' if d.has_spatial else 'lacks'} a spatial branch, "
+            f"design spatial_input={design.spatial_input!r} {'has' if design.has_spatial else 'lacks'} a spatial branch, "
             f"the weights {'lack' if spatial is None else 'have'} one (attn.spatial.conv.weight)"
         )
     if spatial is not None:
         updates["kernel_size"] = spatial.shape[-1]
         concat_width = spatial.shape[1] == 2 * w1.shape[1]
-        if concat_width != (d.spatial_in_channels(w1.shape[1]) == 2 * w1.shape[1]):
+        if concat_width != (design.spatial_in_channels(w1.shape[1]) == 2 * w1.shape[1]):
             raise ValueError(
-                f"design merge={d.merge!r}, spatial_input={d.spatial_input!r} does not fit the spatial conv's "
+                f"design merge={design.merge!r}, spatial_input={design.spatial_input!r} does not fit the spatial conv's "
                 f"{spatial.shape[1]} input channels for C={w1.shape[1]}"
             )
-    return replace(d, **updates)
+    return replace(design, **updates)
 
 
 def infer_spec(params: Params, design: AFF3DDesign | str | None = None) -> NetworkSpec:

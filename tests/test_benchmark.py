@@ -40,7 +40,7 @@ def test_cpu_smoke_run_writes_json_chart_and_table(smoke_run):
         expected = res["latency_b1_ms"][name] / res["latency_b1_ms"]["resnet50"]
         assert abs(res["latency_b1_ratio"][name] - expected) < 1e-9
     # both 3D-AFF paths compute the same network
-    assert res["fast_vs_reference_max_abs_diff"] < 1e-3
+    assert res["fast_vs_straightforward_max_abs_diff"] < 1e-3
     assert res["machine"]["cpu"] and res["threads"] == 2
     png = (tmp_path / "bench.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -62,7 +62,7 @@ def test_section_files_combine_into_one_report(smoke_run):
     }
     fake_cuda["train_time_ratio"] = benchmark._ratios(fake_cuda["train_img_s"], True)
     fake_cuda["peak_memory_ratio"] = benchmark._ratios(fake_cuda["peak_memory_gib"], False)
-    assert fake_cuda["train_time_ratio"]["aff3d_resnet50_reference"] == 2.0
+    assert fake_cuda["train_time_ratio"]["aff3d_resnet50_straightforward"] == 2.0
     (tmp_path / "bench_cuda.json").write_text(json.dumps(fake_cuda))
     sections = benchmark._load_sections(tmp_path / "bench")
     assert set(sections) == {"cpu", "cuda"}
@@ -80,12 +80,48 @@ def test_cpu_profile_lists_each_models_extra_time(tmp_path):
     assert "aten::mkldnn_convolution" in text or "aten::convolution" in text
 
 
-def test_bad_options_are_refused():
-    with pytest.raises(SystemExit):
-        benchmark.parse_args(["--reps", "0"])
-    if not torch.cuda.is_available():
-        with pytest.raises(SystemExit):
-            benchmark.parse_args(["--device", "cuda"])
+@pytest.mark.parametrize("argv", [["--reps", "0"], ["--image-size", "0"], ["--threads", "x"], ["--device", "tpu"]])
+def test_bad_options_are_refused_with_one_error_line(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        benchmark.parse_args(argv)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_cuda_without_a_gpu_is_refused(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(SystemExit) as exc:
+        benchmark.parse_args(["--device", "cuda"])
+    assert exc.value.code == 2 and "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_a_user_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    res = subprocess.run([sys.executable, "-m", "torch_impl.benchmark", *_tiny(tmp_path)[:-2], "--out",
+                          str(blocker / "sub" / "bench")], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.startswith("error: --out ") and "Traceback" not in res.stderr
+
+
+def test_section_files_of_the_old_names_still_combine(smoke_run):
+    """Section files written when the straightforward implementation was called "reference"."""
+    tmp_path, results = smoke_run
+    old = json.loads(json.dumps(results["cpu"]).replace("aff3d_resnet50_straightforward", "aff3d_resnet50_reference"))
+    (tmp_path / "old_cpu.json").write_text(json.dumps(old))
+    sections = benchmark._load_sections(tmp_path / "old")
+    assert "3D-AFF-ResNet-50, straightforward" in benchmark.write_markdown(tmp_path / "old", sections).read_text()
+
+
+def test_fused_block_tail_is_read_from_the_blocks():
+    from torch_impl.models.registry import create_model
+
+    model = create_model("aff3d_resnet50")
+    assert benchmark.fused_block_tail(model)
+    for m in model.modules():
+        if hasattr(m, "impl"):
+            m.impl = "straightforward"
+    assert not benchmark.fused_block_tail(model)
 
 
 def test_module_runs_as_a_command(tmp_path):

@@ -10,36 +10,7 @@ import torch
 
 from torch_impl.data import CIFAR100, build_dataset
 from torch_impl.data.cifar import FOLDER
-
-
-def write_cifar100(root, n_train=6, n_test=4, seed=0, **corrupt):
-    """``root/cifar-100-python/{train,test,meta}`` as the official archive has them (bytes keys)."""
-    rng = np.random.default_rng(seed)
-    folder = root / FOLDER
-    folder.mkdir(parents=True)
-    arrays = {}
-    for split, n in (("train", n_train), ("test", n_test)):
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        labels = [int(x) for x in rng.integers(0, 100, size=n)]
-        batch = {
-            b"filenames": [f"img{i}.png".encode() for i in range(n)],
-            b"batch_label": split.encode(),
-            b"fine_labels": labels,
-            b"coarse_labels": [x // 5 for x in labels],
-            b"data": data,
-        }
-        batch.update(corrupt.get(split, {}))
-        with open(folder / split, "wb") as f:
-            pickle.dump(batch, f)
-        arrays[split] = (data, labels)
-    meta = {
-        b"fine_label_names": [f"class{i:02d}".encode() for i in range(100)],
-        b"coarse_label_names": [f"super{i}".encode() for i in range(20)],
-    }
-    meta.update(corrupt.get("meta", {}))
-    with open(folder / "meta", "wb") as f:
-        pickle.dump(meta, f)
-    return arrays
+from tiny_run import write_cifar100
 
 
 def test_loads_official_layout(tmp_path):
@@ -132,3 +103,47 @@ def test_download_only_when_asked_and_missing(tmp_path, monkeypatch):
     assert calls == [(str(tmp_path / "dl"), True)]
     CIFAR100(tmp_path / "dl", "test", download=True)  # already there: no second fetch
     assert len(calls) == 1
+
+
+# ----------------------------------------------------------------------------- untrusted files
+
+
+class _CreatesAFile:
+    """Unpickled by ``pickle.load``, this opens (and so creates) ``path``: a stand-in for any code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_crafted_meta_file_runs_no_code(tmp_path):
+    write_cifar100(tmp_path / "data")
+    marker = tmp_path / "created-by-the-pickle"
+    crafted = pickle.dumps({b"fine_label_names": [_CreatesAFile(marker)] * 100})
+    pickle.loads(crafted).clear()  # the crafted bytes do run code under pickle.load ...
+    assert marker.exists()
+    marker.unlink()
+    (tmp_path / "data" / FOLDER / "meta").write_bytes(crafted)
+    with pytest.raises(ValueError, match=r"meta is not a readable CIFAR-100 pickle .*refused to load .*open"):
+        CIFAR100(tmp_path / "data", "train")
+    assert not marker.exists()  # ... but not when the data set reads them
+
+
+def test_object_arrays_are_refused(tmp_path):
+    write_cifar100(tmp_path, train={b"data": np.array([[1, "x"]], dtype=object)})
+    with pytest.raises(ValueError, match="refused NumPy dtype object"):
+        CIFAR100(tmp_path, "train")
+
+
+@pytest.mark.parametrize("numpy_module", ["numpy._core", "numpy.core"])
+def test_protocol_2_files_load(tmp_path, numpy_module):
+    """The official files are Python 2 pickles (protocol 2) naming NumPy 1's numpy.core.multiarray."""
+    arrays = write_cifar100(tmp_path)
+    path = tmp_path / FOLDER / "train"
+    raw = pickle.dumps(pickle.loads(path.read_bytes()), protocol=2)
+    assert b"numpy._core.multiarray\n_reconstruct" in raw
+    path.write_bytes(raw.replace(b"numpy._core.", numpy_module.encode() + b"."))
+    train = CIFAR100(tmp_path, "train")
+    np.testing.assert_array_equal(np.asarray(train[1][0])[..., 1].ravel(), arrays["train"][0][1, 1024:2048])

@@ -8,21 +8,7 @@ import torch
 from PIL import Image
 
 from torch_impl.data import ImageNetFolder, build_dataset
-
-CLASSES = ("n01440764", "n01443537", "n01484850")
-
-
-def write_jpeg(path, colour, size=(40, 30)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, colour).save(path, "JPEG")
-
-
-def write_imagenet(root, per_class=2, val_classes=CLASSES):
-    for split, classes in (("train", CLASSES), ("val", val_classes)):
-        for c, name in enumerate(classes):
-            for i in range(per_class):
-                write_jpeg(root / split / name / f"{name}_{i}.JPEG", (80 * c, 10 * i, 200))
-
+from tiny_run import CLASSES, write_imagenet, write_jpeg
 
 def test_loads_class_folders(tmp_path):
     write_imagenet(tmp_path)

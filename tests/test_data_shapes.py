@@ -43,10 +43,10 @@ def test_classification_sample_is_deterministic_and_consistent():
     a = render_classification_sample(7, 3, 32)
     b = render_classification_sample(7, 3, 32)
     c = render_classification_sample(7, 4, 32)
-    d = render_classification_sample(8, 3, 32)
+    other_seed = render_classification_sample(8, 3, 32)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
-    assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[0], d[0])
+    assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[0], other_seed[0])
     image, label, mask = a
     assert image.shape == (32, 32, 3) and image.dtype == np.uint8
     assert mask.shape == (32, 32) and mask.dtype == bool

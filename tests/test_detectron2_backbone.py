@@ -93,8 +93,8 @@ def test_every_block_carries_3d_aff_with_the_configured_switches():
     assert len(all_blocks) == 16
     for block in all_blocks:
         assert isinstance(block, AFF3DBottleneckBlock) and isinstance(block.attn, AFF3D)
-        d = block.attn.design
-        assert (d.kernel_size, d.reduction, d.merge) == (5, 8, "sum")
+        design = block.attn.design
+        assert (design.kernel_size, design.reduction, design.merge) == (5, 8, "sum")
         assert block.attn.channels == block.out_channels
         assert block.attn.spatial.conv.kernel_size == (5, 5)
         assert block.attn.fex.conv1.out_channels == block.out_channels // 8
@@ -200,17 +200,17 @@ def test_shapes_register_and_evaluate_ground_truth_at_ap_100(tmp_path):
 
     evaluator = COCOEvaluator("shapes_val", tasks=("bbox", "segm"), output_dir=str(tmp_path / "eval"))
     evaluator.reset()
-    for d in dicts:
-        anns = d["annotations"]
-        inst = Instances((d["height"], d["width"]))
+    for record in dicts:
+        anns = record["annotations"]
+        inst = Instances((record["height"], record["width"]))
         inst.pred_boxes = Boxes(
             torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns])
         )
         inst.scores = torch.ones(len(anns))
         inst.pred_classes = torch.tensor([a["category_id"] for a in anns])  # contiguous 0-based ids
         polygons = [a["segmentation"] for a in anns]
-        inst.pred_masks = BitMasks.from_polygon_masks(polygons, d["height"], d["width"]).tensor
-        evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
+        inst.pred_masks = BitMasks.from_polygon_masks(polygons, record["height"], record["width"]).tensor
+        evaluator.process([{"image_id": record["image_id"]}], [{"instances": inst}])
     results = evaluator.evaluate()
     for task in ("bbox", "segm"):
         assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(results[task])

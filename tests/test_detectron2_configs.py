@@ -188,7 +188,7 @@ class _Node(dict):
 
 
 def test_add_config_functions_need_no_detectron2():
-    from detectron2_ext.config import ATTENTIONS, add_aff3d_config, add_shapes_config
+    from detectron2_ext.config import add_aff3d_config, add_shapes_config, attention_choices
 
     cfg = _Node(MODEL=_Node(), DATASETS=_Node())
     add_aff3d_config(cfg)
@@ -201,7 +201,7 @@ def test_add_config_functions_need_no_detectron2():
         "REDUCTION": 16,
         "NORM": "",
     }
-    assert ATTENTIONS == ("none", "se", "cbam", "eca", "aff3d")
+    assert attention_choices() == ["none", "se", "cbam", "eca", "aff3d"]
     # every key a config file sets under MODEL.AFF3D / DATASETS.SHAPES exists in the defaults
     for path in ALL_CONFIGS:
         config, _ = load_config(path)

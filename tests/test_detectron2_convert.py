@@ -6,12 +6,15 @@ torch_impl's layer1-layer4, with the paper configs' input conventions) needs det
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
 
 from detectron2_ext import convert_checkpoint as cc
 from torch_impl import create_model
+from torch_impl.training import checkpoint as ckpt
 
 NORM_PARAMS = ("weight", "bias", "running_mean", "running_var")
 ATTN_KEYS = [  # torch_impl.attention.AFF3D's state_dict, kept verbatim under ``attn``
@@ -129,17 +132,31 @@ def d2():
     return pytest.importorskip("detectron2", reason="detectron2 is not installed (see detectron2_ext/README.md)")
 
 
+def write_imagenet_checkpoint(name: str, net: torch.nn.Module, folder) -> Path:
+    """The file a user would convert: torchvision's own ResNet-50 as a bare state_dict (``torch.save``),
+    a torch_impl network as a ``torch_impl.train`` checkpoint (format and checksum)."""
+    if name == "resnet50":
+        path = folder / "resnet50-torchvision.pth"
+        torch.save(net.state_dict(), path)
+        return path
+    return ckpt.save_checkpoint({"model_name": name, "model": net.state_dict()}, folder / f"{name}.pth")
+
+
 @pytest.mark.detectron2
-@pytest.mark.parametrize("name", ["aff3d_resnet50", "se_resnet50"])
-def test_converted_backbone_equals_torch_impl_stages(d2, tmp_path, trained_like, name):
-    """res2..res5 of the detectron2 model built from a paper config == layer1..layer4 of torch_impl.
+@pytest.mark.parametrize(
+    "name, config_name",
+    [("resnet50", "R_50"), ("se_resnet50", "SE_R_50"), ("aff3d_resnet50", "AFF3D_R_50")],
+)
+def test_converted_backbone_equals_the_classification_network(d2, tmp_path, trained_like, name, config_name):
+    """res2..res5 of the Mask R-CNN built from the COCO config == layer1..layer4 of the ImageNet network.
 
-    The image goes in as detectron2 takes it (0-255, RGB, the config's PIXEL_MEAN/STD) and as
-    torch_impl takes it (ToTensor + Normalize): the converter and the configs must agree. In float64,
-    so that a tolerance far below any mapping error holds although the two paths round differently.
+    The plain baseline starts from torchvision's ResNet-50 itself, the attention networks from a
+    torch_impl training checkpoint file; each goes through the converter's command line into its
+    config's MODEL.WEIGHTS. The image goes in as detectron2 takes it (0-255, RGB, the config's
+    PIXEL_MEAN/STD) and as the classifier takes it (ToTensor + Normalize): the converter and the
+    configs must agree on pixel statistics, channel order and stride placement. In float64, so that
+    a tolerance far below any mapping error holds although the two paths round differently.
     """
-    from pathlib import Path
-
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
@@ -148,21 +165,33 @@ def test_converted_backbone_equals_torch_impl_stages(d2, tmp_path, trained_like,
     from detectron2_ext.config import add_aff3d_config
 
     torch.manual_seed(0)
-    net = trained_like(create_model(name), size=64)  # random BN statistics at a trained scale
+    net = torchvision.models.resnet50() if name == "resnet50" else create_model(name)
+    net = trained_like(net, size=64)  # random BN statistics at a trained scale
     weights = tmp_path / f"{name}.d2.pth"
-    cc.convert_checkpoint(net.state_dict(), weights)
+    assert cc.main([str(write_imagenet_checkpoint(name, net, tmp_path)), str(weights)]) == 0
     net.double()
 
-    prefix = "AFF3D_R_50" if name.startswith("aff3d") else "SE_R_50"
-    config = (
-        Path(__file__).parents[1] / f"detectron2_ext/configs/COCO-InstanceSegmentation/mask_rcnn_{prefix}_FPN_1x.yaml"
-    )
+    configs = Path(__file__).parents[1] / "detectron2_ext/configs/COCO-InstanceSegmentation"
+    config = configs / f"mask_rcnn_{config_name}_FPN_1x.yaml"
     cfg = get_cfg()
     add_aff3d_config(cfg)
     cfg.merge_from_file(str(config))
+    for key, value in cc.REQUIRED_CONFIG.items():  # what the converter says the config must set, it does
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        assert (list(node) if isinstance(value, list) else node) == value, key
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights)])
     model = build_model(cfg).eval()
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    checkpointer, seen = DetectionCheckpointer(model), []
+    load_model = checkpointer._load_model  # returns the keys that did not match; load() only logs them
+    checkpointer._load_model = lambda checkpoint: seen.append(load_model(checkpoint)) or seen[-1]
+    checkpointer.load(cfg.MODEL.WEIGHTS)
+    (loaded,) = seen
+    missing_backbone = [k for k in loaded.missing_keys if k.startswith("backbone.bottom_up.")]
+    assert not missing_backbone and not loaded.unexpected_keys and not loaded.incorrect_shapes, (
+        missing_backbone[:5], loaded.unexpected_keys[:5], loaded.incorrect_shapes[:5]
+    )
     model.double()
     # the config's statistics in float64 (the float32 buffers carry rounding of order 1e-7)
     model.pixel_mean.copy_(torch.tensor(cfg.MODEL.PIXEL_MEAN, dtype=torch.float64).view(-1, 1, 1))

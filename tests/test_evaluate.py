@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_data_cifar import write_cifar100
-from tiny_run import tiny_config
+from tiny_run import tiny_config, write_cifar100
 
 from torch_impl.evaluate import evaluate_checkpoint, main
 from torch_impl.training import run

@@ -1,6 +1,6 @@
-"""The fast 3D-AFF equals the straightforward one and the NumPy reference (issue 5).
+"""The fast 3D-AFF equals the straightforward one and the NumPy reference.
 
-First each algebraic step of ``torch_impl.attention.aff3d_fast`` on its own, then the whole module
+First each algebraic step of ``torch_impl.attention.aff3d_fast.algebra`` on its own, then the whole module
 for every design of the paper, forward and backward, train and eval, float64 to 1e-10; the memory
 claim (what backward keeps); the Triton kernels against their PyTorch specification (through
 Triton's interpreter on CPU, natively on a GPU). BN layers get random statistics throughout.
@@ -47,7 +47,7 @@ def _twins(channels, design, randomize_bn, seed=0, dtype=F64, device="cpu", **sw
     """The same weights in a fast and a straightforward module."""
     torch.manual_seed(seed)
     fast_m = randomize_bn(AFF3D(channels, design, **switches), seed).to(device, dtype)
-    ref_m = AFF3D(channels, design, impl="reference", **switches).to(device, dtype)
+    ref_m = AFF3D(channels, design, impl="straightforward", **switches).to(device, dtype)
     ref_m.load_state_dict(fast_m.state_dict())
     return fast_m, ref_m
 
@@ -58,24 +58,24 @@ def _max_diff(a, b) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# Step by step (the module docstring of aff3d_fast numbers the steps)
+# Step by step (the docstring of aff3d_fast numbers the steps)
 # --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("design", ["aff3d", "aff3d_sum", "mc_r+ms_r"])
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_step1_split_conv_equals_conv_of_the_merged_input(design, k):
-    d = resolve_design(design, kernel_size=k)
+    spec = resolve_design(design, kernel_size=k)
     U, X = _pair(1, c=6)
-    weight = torch.randn(1, d.spatial_in_channels(6), k, k, dtype=F64)
-    merged = {"concat": torch.cat([U, X], 1), "sum": U + X}[d.merge] if d.spatial_input != "residual" else U
+    weight = torch.randn(1, spec.spatial_in_channels(6), k, k, dtype=F64)
+    merged = {"concat": torch.cat([U, X], 1), "sum": U + X}[spec.merge] if spec.spatial_input != "residual" else U
     expected = F.conv2d(merged, weight, padding=k // 2)
-    W_U, W_X = fast.split_spatial_weight(weight, d, 6)
+    W_U, W_X = fast.split_spatial_weight(weight, spec, 6)
     split = F.conv2d(U, W_U, padding=k // 2)
     if W_X is not None:
         split = split + F.conv2d(X, W_X, padding=k // 2)
     assert _max_diff([split], [expected]) < TOL
-    assert _max_diff([fast.spatial_conv_split(U, X, weight, d)], [expected]) < TOL
+    assert _max_diff([fast.spatial_conv_split(U, X, weight, spec)], [expected]) < TOL
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])
@@ -95,13 +95,14 @@ def test_step2_kxk_conv_is_tap_projections_then_shifts(k, hw):
 def test_step2_projection_in_channels_last_layout_is_the_same_product():
     x = torch.randn(2, 6, 4, 5, dtype=F64)
     taps = torch.randn(9, 6, dtype=F64)
-    assert _max_diff([fast._project(x.to(memory_format=torch.channels_last), taps)], [fast.spatial_taps(x, taps)]) < TOL
+    projected = fast.full_map.project(x.to(memory_format=torch.channels_last), taps)
+    assert _max_diff([projected], [fast.spatial_taps(x, taps)]) < TOL
 
 
 def test_eq4_channel_squeeze_of_a_sum_is_the_sum_of_squeezes():
     U, X = _pair(2)
-    d = resolve_design("mc_rs+ms_rs")
-    assert _max_diff([fast.channel_squeeze_split(U, X, d)], [(U + X).mean((2, 3))]) < TOL
+    spec = resolve_design("mc_rs+ms_rs")
+    assert _max_diff([fast.channel_squeeze_split(U, X, spec)], [(U + X).mean((2, 3))]) < TOL
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -124,7 +125,7 @@ def test_step3_attention_depends_on_a_pixel_only_through_M_s():
     trace: dict = {}
     R.aff3d_gate(U.numpy(), X.numpy(), to_numpy_params(m), m.design, trace=trace)
     M_s, X_3D = trace["M_s"][0, 0], trace["X_3D"][0]  # sample 0
-    f = fast._fold_module(m, None, F64, ())
+    f = fast.inference.fold_module(m, F64)
     v = torch.from_numpy(trace["M_c"][0, :, 0, 0]) @ f.W1t + f.b1
     for m_s, expected in zip(M_s.ravel(), X_3D.reshape(8, -1).T):
         gate = torch.sigmoid(f.b2 + f.W2 @ torch.relu(v + f.r * float(m_s)))
@@ -177,7 +178,8 @@ def test_gate_kernel_spec_backward_is_the_gradient_of_its_forward():
 @pytest.mark.parametrize("design", DESIGN_NAMES)
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-def test_fast_equals_straightforward_and_numpy(design, train, channels_last, randomize_bn):
+def test_fast_equals_straightforward_and_numpy(design, train, channels_last, randomize_bn, monkeypatch):
+    monkeypatch.setattr(fast, "TABLE_MODES", ())  # the product form in both layouts (the table: test_table_gate.py)
     fast_m, ref_m = _twins(8, design, randomize_bn, reduction=2)
     fast_m.train(train), ref_m.train(train)
     U, X = _pair(5, channels_last=channels_last)
@@ -330,7 +332,7 @@ def test_fused_tail_keeps_no_full_map_beyond_the_plain_resnet_block(randomize_bn
 
 
 # --------------------------------------------------------------------------------------------
-# Caching, modes, fallbacks and errors
+# Inference folding, determinism, autocast (the dispatch and its cache: test_fast_path_dispatch.py)
 # --------------------------------------------------------------------------------------------
 
 
@@ -349,64 +351,6 @@ def test_folded_inference_with_the_block_norm_equals_the_block_tail(design, relu
             y_fast = fast_m.gate_add_relu(Rr, X, relu=relu, norm=bn)
             y_ref = ref_m(bn(Rr), X) + X
             assert _max_diff([y_fast], [y_ref.relu() if relu else y_ref]) < TOL
-
-
-def test_inference_cache_follows_weight_and_mode_changes(randomize_bn):
-    fast_m, ref_m = _twins(8, "aff3d", randomize_bn, reduction=2)
-    fast_m.eval(), ref_m.eval()
-    U, X = _pair(12)
-    with torch.no_grad():
-        assert _max_diff([fast_m(U, X)], [ref_m(U, X)]) < TOL
-        for mod in (fast_m, ref_m):  # an optimizer-like in-place step
-            mod.fex.conv2.weight.mul_(1.5)
-            mod.spatial.bn.running_var.add_(0.3)
-        assert _max_diff([fast_m(U, X)], [ref_m(U, X)]) < TOL
-        ref_m.load_state_dict(randomize_bn(AFF3D(8, reduction=2), 5).double().state_dict())
-        fast_m.load_state_dict(ref_m.state_dict())
-        assert _max_diff([fast_m(U, X)], [ref_m(U, X)]) < TOL
-        fast_m.train(), ref_m.train()  # batch statistics now: the cached folding must not be used
-        assert _max_diff([fast_m(U, X)], [ref_m(U, X)]) < TOL
-
-
-def test_impl_switch_and_bad_input_errors():
-    with pytest.raises(ValueError, match="impl"):
-        AFF3D(8, impl="quick")
-    m = AFF3D(8, reduction=2)
-    assert m.impl == "fast" and "impl=fast" in repr(m)
-    m.impl = "reference"
-    U, X = _pair(13, c=8)
-    m(U.float(), X.float())
-    with pytest.raises(ValueError, match="one shape"):
-        AFF3D(8, reduction=2).gate_add_relu(U.float(), X[:, :, :4].float())
-    with pytest.raises(ValueError, match="norm has 4 channels"):
-        AFF3D(8, reduction=2).gate_add_relu(U.float(), X.float(), norm=nn.BatchNorm2d(4))
-    with pytest.raises(ValueError, match="built for C=8"):
-        AFF3D(8, reduction=2)(U[:, :4].float(), X[:, :4].float())
-
-
-def test_one_value_per_channel_in_training_fails_as_batchnorm_does():
-    m = AFF3D(8, reduction=2).train()
-    U, X = torch.randn(1, 8, 1, 1), torch.randn(1, 8, 1, 1)
-    with pytest.raises(ValueError, match="more than 1 value per channel"):
-        m(U, X)
-    m.impl = "reference"
-    with pytest.raises(ValueError, match="more than 1 value per channel"):
-        m(U, X)
-
-
-def test_norms_other_than_batchnorm_take_the_straightforward_path(monkeypatch, randomize_bn):
-    class FrozenBN(nn.BatchNorm2d):  # stands for detectron2's FrozenBatchNorm2d / SyncBatchNorm
-        pass
-
-    fast_m, ref_m = _twins(8, "aff3d", randomize_bn, reduction=2)
-    frozen = FrozenBN(1).double().eval()
-    frozen.load_state_dict(fast_m.spatial.bn.state_dict())
-    fast_m.spatial.bn = frozen
-    calls = []
-    monkeypatch.setattr(fast, "_reference", lambda *a: calls.append(1) or fast_m.forward_reference(a[1], a[2]))
-    U, X = _pair(14)
-    assert _max_diff([fast_m.eval()(U, X)], [ref_m.eval()(U, X)]) < TOL
-    assert calls == [1]
 
 
 def test_cpu_training_step_repeats_bit_for_bit(randomize_bn):

@@ -56,6 +56,7 @@ def test_every_name_builds_its_network(name):
         assert model.fc.out_features == 100  # CIFAR-100
         assert all(isinstance(b, PreActBottleneck) for b in bs)
     assert model.model_name == name
+    assert model.num_classes == model.fc.out_features  # timm's train.py reads it
 
 
 def test_resnet164_is_164_layers_deep_with_the_preact_widths():
@@ -82,8 +83,8 @@ def test_paper_defaults():
         a164 = create_model("aff3d_resnet164_cifar")
         se50, se164 = create_model("se_resnet50"), create_model("se_resnet164_cifar")
         cbam164 = create_model("cbam_resnet164_cifar")
-    d = a50.layer1[0].attn.design
-    assert (d.kernel_size, d.reduction, d.merge, d.spatial_input, d.channel_input) == (
+    design = a50.layer1[0].attn.design
+    assert (design.kernel_size, design.reduction, design.merge, design.spatial_input, design.channel_input) == (
         3,
         16,
         "concat",

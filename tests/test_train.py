@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_data_cifar import write_cifar100
-from test_data_imagenet import write_imagenet
-from tiny_run import tiny_config
+from tiny_run import tiny_config, write_cifar100, write_imagenet
 
 from torch_impl.train import build_parser, main
 from torch_impl.training import make_config, read_csv, recipe_names, run

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from tiny_run import tiny_config
 
@@ -79,3 +80,100 @@ def test_killed_process_resumes_exactly(tmp_path):
 
     uninterrupted = run(**{**settings, "run_name": "uninterrupted"})
     assert_same_weights(uninterrupted.model.state_dict(), load_checkpoint(run_dir / "last.pth")["model"])
+
+
+# ----------------------------------------------------------------------------- kills at any moment
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL at a chosen file write (a BaseException: no handler of the run catches it)."""
+
+
+def improving(out, **kw):
+    """Two epochs whose validation error improves in epoch 2 (measured: 91.67 % then 87.50 %), so the
+    last epoch writes best.pth too."""
+    return tiny_config(out, model="resnet20_cifar", train_samples=48, val_samples=24, epochs=2,
+                       steps_per_epoch=None, optimizer="adamw", lr=0.003, weight_decay=0.0,
+                       lr_schedule="constant", seed=1, **kw)  # fmt: skip
+
+
+def test_a_kill_between_any_two_file_writes_then_resume_leaves_files_that_agree(tmp_path, monkeypatch, capsys):
+    """Kill the run just before each file it commits (os.replace), resume, and check that best.pth,
+    metrics.csv and the summary line name the same best epoch, and every epoch is logged once."""
+    real_replace = os.replace
+    commits = []
+    monkeypatch.setattr(os, "replace", lambda a, b: (commits.append(b), real_replace(a, b))[1])
+    full = run(**improving(tmp_path, run_name="full"))
+    assert [r["val_top1_err"] for r in full.history] == sorted(
+        [r["val_top1_err"] for r in full.history], reverse=True
+    ), "this test needs a run whose last epoch is its best"
+    n_commits = len(commits)
+    assert n_commits >= 6  # per epoch at least last.pth, best.pth and metrics.csv (also config.yaml, curve.png)
+
+    for k in range(n_commits):
+        calls = []
+
+        def replace(a, b, k=k, calls=calls):
+            if len(calls) == k:
+                raise Killed(f"killed before writing {b}")
+            calls.append(b)
+            real_replace(a, b)
+
+        monkeypatch.setattr(os, "replace", replace)
+        run_dir = tmp_path / f"kill{k}"
+        with pytest.raises(Killed):
+            run(**improving(tmp_path, run_name=f"kill{k}"))
+        monkeypatch.setattr(os, "replace", real_replace)
+        if not (run_dir / "last.pth").exists():
+            continue  # killed before the first epoch was saved: nothing to resume
+        capsys.readouterr()
+        resumed = run(resume=str(run_dir))
+        summary = capsys.readouterr().out
+        best_epoch = resumed.best["epoch"]
+        assert best_epoch == full.best["epoch"] == 2
+        assert load_checkpoint(run_dir / "best.pth")["epoch"] == best_epoch, f"kill before commit {k}: {calls}"
+        rows = read_csv(run_dir / "metrics.csv")
+        assert [r["epoch"] for r in rows] == [1, 2], f"kill before commit {k}: {calls}"
+        assert min(rows, key=lambda r: r["val_top1_err"])["epoch"] == best_epoch
+        assert f"best top-1 error {full.best['val_top1_err']:.2f}% at epoch {best_epoch}" in summary
+        assert [r["val_top1_err"] for r in rows] == [r["val_top1_err"] for r in full.history]
+
+
+def test_temporary_files_of_a_killed_save_are_removed_by_the_resume(tmp_path, capsys):
+    part = run(**tiny(tmp_path, run_name="part", stop_after_epochs=1))
+    left = [part.run_dir / ".last.pth.1f2e3d4c.tmp", part.run_dir / ".metrics.csv.00ff00ff.tmp"]
+    for p in left:
+        p.write_bytes(b"half a file")  # what SIGKILL during a save leaves behind
+    capsys.readouterr()
+    run(resume=str(part.run_dir))
+    assert not any(p.exists() for p in left)
+    assert "removed 2 temporary file(s) of a save that was killed" in capsys.readouterr().out
+    assert not [p.name for p in part.run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_ends_with_one_line_saying_how_to_resume(tmp_path, sig):
+    run_dir = tmp_path / "stopped"
+    args = [sys.executable, "-m", "torch_impl.train", "--model", "resnet20_cifar", "--image-size", "16",
+            "--train-samples", "96", "--val-samples", "16", "--batch-size", "8", "--epochs", "50",
+            "--threads", "1", "--output-dir", str(tmp_path), "--run-name", "stopped", "--no-tensorboard"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "last.pth").exists():
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig.value
+    assert "Traceback" not in err
+    last_line = [line for line in err.splitlines() if line.strip()][-1]
+    saved = load_checkpoint(run_dir / "last.pth")["epoch"]
+    assert last_line == (
+        f"interrupted by {sig.name}: epoch {saved}/50 is saved; continue with: "
+        f"python -m torch_impl.train --resume {run_dir}"
+    )
+    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]

@@ -11,9 +11,14 @@ alike), medians over repetitions, ratios against torchvision's ``resnet50``:
             memory of a training step, each model measured alone on the GPU
 
 Models: torchvision ``resnet50``, our ``se_resnet50``, and ``aff3d_resnet50`` twice, with the
-straightforward (``impl="reference"``) and the fast (``impl="fast"``, default) 3D-AFF, same weights.
-Targets of issue 5, as cost ratios to ResNet-50 (lower is better): CPU latency <= 1.12, CUDA
-training time <= 1.10, peak training memory <= 1.15.
+straightforward (``impl="straightforward"``) and the fast (``impl="fast"``, default) 3D-AFF, same weights.
+The targets it reports against, as cost ratios to ResNet-50 (lower is better): CPU latency <= 1.12,
+CUDA training time <= 1.10, peak training memory <= 1.15.
+
+Further sections (``benchmark_sections``): ``small`` (CPU training step of the notebooks' small
+networks), ``table`` (the table gate: arithmetic floor and channels_last inference) and
+``detection`` (the detectron2 backbone's training step); the plain command (``--device auto``) runs
+them too, ``--sections`` chooses any set.
 
 Writes ``<prefix>_<section>.json`` per section run and redraws ``<prefix>.png`` and ``<prefix>.md``
 from every section file present (so a CPU run here and a CUDA run on a GPU machine end up in one
@@ -24,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import inspect
 import json
 import os
 import platform
@@ -36,8 +40,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import benchmark_sections
+
 TARGETS = {"cpu_latency_b1": 1.12, "cuda_train_time": 1.10, "cuda_peak_memory": 1.15}
-MODELS = ("resnet50", "se_resnet50", "aff3d_resnet50_reference", "aff3d_resnet50_fast")
+EXTRA_SECTIONS = benchmark_sections.SECTIONS
+MODELS = ("resnet50", "se_resnet50", "aff3d_resnet50_straightforward", "aff3d_resnet50_fast")
+# Section files written before the straightforward implementation had its name read as the new names.
+_RENAMED = {"aff3d_resnet50_reference": "aff3d_resnet50_straightforward",
+            "fast_vs_reference_max_abs_diff": "fast_vs_straightforward_max_abs_diff"}
 BASELINE = "resnet50"
 
 
@@ -59,20 +69,20 @@ def build_models(seed: int = 0) -> dict[str, nn.Module]:
     ref = create_model("aff3d_resnet50")
     fast = create_model("aff3d_resnet50")
     fast.load_state_dict(ref.state_dict())
-    for model, impl in ((ref, "reference"), (fast, "fast")):
+    for model, impl in ((ref, "straightforward"), (fast, "fast")):
         for m in model.modules():
             if isinstance(m, AFF3D):
                 m.impl = impl
-    models["aff3d_resnet50_reference"], models["aff3d_resnet50_fast"] = ref, fast
+    models["aff3d_resnet50_straightforward"], models["aff3d_resnet50_fast"] = ref, fast
     return models
 
 
 def fused_block_tail(model: nn.Module) -> bool:
-    """Whether the model's residual blocks hand their tail to ``attn.gate_add_relu`` (see aff3d.py)."""
+    """Whether the model's residual blocks take the fused, memory-saving tail (``Bottleneck.fused_tail``)."""
     from .models.blocks import Bottleneck
 
     blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]
-    return bool(blocks) and "gate_add_relu" in inspect.getsource(sys.modules[type(blocks[0]).__module__])
+    return bool(blocks) and all(b.fused_tail for b in blocks)
 
 
 def machine(device: str) -> dict:
@@ -137,7 +147,7 @@ def bench_cpu(models: dict, reps: int, threads: int, image_size: int, batch: int
     for m in models.values():
         m.cpu().eval()
     with torch.inference_mode():
-        agree = float((models["aff3d_resnet50_fast"](x1) - models["aff3d_resnet50_reference"](x1)).abs().max())
+        agree = float((models["aff3d_resnet50_fast"](x1) - models["aff3d_resnet50_straightforward"](x1)).abs().max())
         for m in models.values():
             for _ in range(warmup):
                 m(x1)
@@ -168,7 +178,7 @@ def bench_cpu(models: dict, reps: int, threads: int, image_size: int, batch: int
         "threads": threads,
         "image_size": image_size,
         "reps": reps,
-        "fast_vs_reference_max_abs_diff": agree,
+        "fast_vs_straightforward_max_abs_diff": agree,
         "latency_b1_ms": lat_ms,
         "latency_b1_ratio": _ratios(lat_ms, False),
         "latency_b1_samples_ms": {n: [s * 1e3 for s in v] for n, v in lat.items()},
@@ -303,18 +313,25 @@ def _profile(models, opts, x, y, path: Path) -> None:
 _LABELS = {
     "resnet50": "ResNet-50 (torchvision)",
     "se_resnet50": "SE-ResNet-50",
-    "aff3d_resnet50_reference": "3D-AFF-ResNet-50, straightforward",
+    "aff3d_resnet50_straightforward": "3D-AFF-ResNet-50, straightforward",
     "aff3d_resnet50_fast": "3D-AFF-ResNet-50, fast",
 }
 
 
 def _load_sections(prefix: Path) -> dict[str, dict]:
     out = {}
-    for section in ("cpu", "cuda"):
+    for section in ("cpu", "cuda", *EXTRA_SECTIONS):
         p = prefix.parent / f"{prefix.name}_{section}.json"
         if p.exists():
-            out[section] = json.loads(p.read_text())
+            out[section] = _renamed(json.loads(p.read_text()))
     return out
+
+
+def _renamed(obj):
+    """``obj`` with the keys of ``_RENAMED`` under their current names, at any depth."""
+    if isinstance(obj, dict):
+        return {_RENAMED.get(k, k): _renamed(v) for k, v in obj.items()}
+    return obj
 
 
 def write_markdown(prefix: Path, sections: dict) -> Path:
@@ -354,6 +371,7 @@ def write_markdown(prefix: Path, sections: dict) -> Path:
                       f"{s.get('fused_block_tail')}.", ""]
         if s.get("note"):
             lines += [f"Note: {s['note']}", ""]
+    lines += benchmark_sections.markdown(sections)
     path = prefix.parent / f"{prefix.name}.md"
     path.write_text("\n".join(lines))
     return path
@@ -403,8 +421,19 @@ def write_chart(prefix: Path, sections: dict) -> Path:
 # ------------------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # a user mistake: one line, exit status 2
+        self.exit(2, f"error: {message}\n")
+
+
+def _user_error(message: str):
+    """Say a user mistake on one line and exit with status 2 (no traceback)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m torch_impl.benchmark", description=__doc__.split("\n\n")[0],
+    p = _Parser(prog="python -m torch_impl.benchmark", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="sections to run: cpu, cuda, or auto (cpu, and cuda when a GPU is present)")
@@ -416,6 +445,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cuda-batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=None, help="CUDA training steps per repetition (default 5, --quick 2)")
     p.add_argument("--profile", action="store_true", help="also write a profile: CPU operators of a batch-1 forward, CUDA kernels of a training step")
+    p.add_argument("--sections", default=None,
+                   help=f"comma-separated, among cpu, cuda, {', '.join(EXTRA_SECTIONS)} (default: --device's "
+                        "sections, and with --device auto the further sections too)")
     p.add_argument("--out", type=Path, default=Path("docs/results/benchmark"),
                    help="output prefix (default docs/results/benchmark)")
     args = p.parse_args(argv)
@@ -425,10 +457,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.cpu_batch = 8 if args.quick else 32
     if args.steps is None:
         args.steps = 2 if args.quick else 5
-    if args.reps < 1 or args.steps < 1 or args.cpu_batch < 1 or args.cuda_batch < 1 or args.threads < 1:
-        p.error("--reps, --steps, --cpu-batch, --cuda-batch and --threads must be positive")
+    if min(args.reps, args.steps, args.cpu_batch, args.cuda_batch, args.threads, args.image_size) < 1:
+        p.error("--reps, --steps, --cpu-batch, --cuda-batch, --threads and --image-size must be positive")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA GPU is available here")
+    if args.sections is not None:
+        args.sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+        unknown = sorted(set(args.sections) - {"cpu", "cuda", *EXTRA_SECTIONS})
+        if unknown or not args.sections:
+            p.error(f"--sections: expected some of cpu, cuda, {', '.join(EXTRA_SECTIONS)}, got {unknown or 'none'}")
+        if "cuda" in args.sections and not torch.cuda.is_available():
+            p.error("--sections cuda: no CUDA GPU is available here")
     return args
 
 
@@ -436,12 +475,23 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     sections = ["cpu"] if args.device == "cpu" else ["cuda"] if args.device == "cuda" else (
         ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    models = build_models()
+    if args.sections is not None:
+        sections = args.sections
+    elif args.device == "auto":  # the plain command: every section this machine can run
+        sections += list(EXTRA_SECTIONS)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _user_error(f"--out {args.out}: cannot create {args.out.parent}: {e.strerror or e}")
+    if not os.access(args.out.parent, os.W_OK):
+        _user_error(f"--out {args.out}: {args.out.parent} is not writable")
+    models = build_models() if {"cpu", "cuda"} & set(sections) else {}
     results = {}
     for section in sections:
         t0 = time.perf_counter()
-        if section == "cpu":
+        if section in EXTRA_SECTIONS:
+            res = benchmark_sections.run(section, args)
+        elif section == "cpu":
             prof = args.out.parent / f"{args.out.name}_cpu_profile.txt" if args.profile else None
             res = bench_cpu(models, args.reps, args.threads, args.image_size, args.cpu_batch, profile_path=prof)
         else:
@@ -449,8 +499,9 @@ def main(argv=None) -> dict:
             res = bench_cuda(models, args.reps, args.cuda_batch, args.image_size, args.steps, profile_path=prof)
             for m in models.values():
                 m.cpu()
-        res["machine"] = machine(section)
-        res["fused_block_tail"] = fused_block_tail(models["aff3d_resnet50_fast"])
+        res["machine"] = machine("cuda" if section == "cuda" else "cpu")
+        if models:
+            res["fused_block_tail"] = fused_block_tail(models["aff3d_resnet50_fast"])
         res["seconds"] = round(time.perf_counter() - t0, 1)
         res["command"] = "python -m torch_impl.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
         path = args.out.parent / f"{args.out.name}_{section}.json"
@@ -464,7 +515,9 @@ def main(argv=None) -> dict:
 
 
 def _print(res: dict) -> None:
-    if res["section"] == "cpu":
+    if res["section"] in EXTRA_SECTIONS:
+        print(benchmark_sections.summary(res))
+    elif res["section"] == "cpu":
         b = res["throughput_batch"]
         print(f"CPU ({res['threads']} threads, image {res['image_size']}): latency b1 ms / ratio, "
               f"CPU time b1 ms / ratio, throughput b{b} img/s / cost ratio")

@@ -5,7 +5,8 @@
     torchrun --nproc_per_node 8 -m torch_impl.evaluate --checkpoint best.pth --data-dir /data/imagenet
 
 The network, data set and evaluation transform come from the checkpoint's configuration; flags
-override where the data lives and how the evaluation runs.
+override where the data lives and how the evaluation runs. The checkpoint's checksum is verified,
+and its class names must be the data set's (the same labels in the same order).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from .cli import exit_on_user_error
 from .data import build_dataset
 from .models import create_model
 from .training import checkpoint as ckpt
@@ -38,16 +40,22 @@ def evaluate_checkpoint(
     """Loss and top-1/top-5 error (%) of ``checkpoint`` on its data set's validation split."""
     state = ckpt.load_checkpoint(checkpoint)
     cfg = state["config"]
+    if data_dir is not None and cfg["dataset"] == "shapes":
+        raise ValueError(
+            f"--data-dir does not apply: {checkpoint} was trained on the built-in shapes data set, which is "
+            "generated from the checkpoint's settings"
+        )
     ctx = init_distributed(device)
     val_set = build_dataset(
         cfg["dataset"], "val", data_dir=data_dir or cfg["data_dir"], image_size=cfg["image_size"],
         samples=cfg["val_samples"], data_seed=cfg["data_seed"],
     )  # fmt: skip
+    where = f"the {cfg['dataset']} validation set" + (f" at {data_dir or cfg['data_dir']}" if cfg["data_dir"] else "")
     if len(val_set.classes) != state["num_classes"]:
         raise ValueError(
-            f"the checkpoint's network has {state['num_classes']} classes, the {cfg['dataset']} validation set "
-            f"at {data_dir or cfg['data_dir']} has {len(val_set.classes)}"
+            f"the checkpoint's network has {state['num_classes']} classes, {where} has {len(val_set.classes)}"
         )
+    check_class_names(state.get("classes"), list(val_set.classes), where)
     model = create_model(state["model_name"], num_classes=state["num_classes"], **state["model_kwargs"])
     ckpt.load_model_state(model, state["model"], where=str(checkpoint))
     channels_last = cfg["channels_last"] if channels_last is None else channels_last
@@ -63,6 +71,20 @@ def evaluate_checkpoint(
     return metrics
 
 
+def check_class_names(trained: list[str] | None, data: list[str], where: str) -> None:
+    """Refuse a data set whose labels name other classes than the network was trained on (or in another order)."""
+    if trained is None:  # a checkpoint written before class names were stored
+        return
+    differ = [(i, a, b) for i, (a, b) in enumerate(zip(trained, data)) if a != b]
+    if differ:
+        shown = ", ".join(f"label {i}: {a!r} vs {b!r}" for i, a, b in differ[:3])
+        raise ValueError(
+            f"the checkpoint's classes are not those of {where}: {len(differ)} of {len(data)} labels differ "
+            f"({shown}); evaluate on the data set the network was trained on"
+        )
+
+
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m torch_impl.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -76,20 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
-    try:
-        m = evaluate_checkpoint(
-            args.checkpoint,
-            args.data_dir,
-            args.batch_size,
-            args.workers,
-            args.device,
-            args.amp,
-            args.channels_last,
-            args.progress,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
+        parser.error(f"--batch-size must be >= 1 and --workers >= 0, got {args.batch_size} and {args.workers}")
+    m = evaluate_checkpoint(
+        args.checkpoint,
+        args.data_dir,
+        args.batch_size,
+        args.workers,
+        args.device,
+        args.amp,
+        args.channels_last,
+        args.progress,
+    )
     if m["is_main"]:
         print(
             f"{m['model']} (epoch {m['epoch']}) on {m['dataset']} val, {m['count']} images: "

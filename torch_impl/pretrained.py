@@ -41,13 +41,25 @@ def is_attention_key(key: str) -> bool:
 def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state_dict from a mapping or a file saved by ``torch.save`` (read with ``weights_only=True``).
 
-    A file holding ``{"state_dict": ...}`` or ``{"model": ...}`` (a training checkpoint) is unwrapped.
+    A file holding ``{"state_dict": ...}`` or ``{"model": ...}`` (a training checkpoint) is unwrapped;
+    a checkpoint of ``torch_impl.train`` is verified against its checksum first.
     """
     if isinstance(source, (str, Path)):
-        path = Path(source)
+        path = Path(source).expanduser()
         if not path.is_file():
             raise ValueError(f"pretrained weights: expected a file saved by torch.save, got missing path {str(path)!r}")
-        source = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            source = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # not a torch file, truncated, or pickled objects beyond tensors
+            from .training.checkpoint import load_error_reason
+
+            raise ValueError(
+                f"pretrained weights: cannot read {path} with weights_only=True ({load_error_reason(err)})"
+            ) from err
+        if isinstance(source, Mapping) and "format" in source:
+            from .training.checkpoint import check_loaded  # imported late: the training stack is heavier
+
+            source = check_loaded(source, path)  # a training checkpoint: format and checksum
     if not isinstance(source, Mapping):
         raise ValueError(
             f"pretrained weights: expected a state_dict (a mapping name -> tensor), got {type(source).__name__}"

@@ -12,11 +12,14 @@ Every recipe key is a flag (``--batch-size 256``, ``--no-channels-last``, ``--mo
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
+from .cli import exit_on_user_error
 from .models import list_models
 from .training.config import FIELDS, add_config_arguments, config_from_args, recipe_names
-from .training.runner import config_for_resume, run
+from .training.runner import TrainingInterrupted, check_resume_folder, config_for_resume, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupt(signum, frame) -> None:
+    """SIGTERM (a job scheduler's stop, ``kill``) ends the run like Ctrl-C: files intact, a resume hint."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_recipes:
@@ -37,17 +46,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_models:
         print("\n".join(list_models()))
         return 0
+    given = {k: v for k, v in vars(args).items() if k in FIELDS and k not in ("recipe", "resume")}
+    if getattr(args, "resume", None):
+        check_resume_folder(args.resume, given)
+    if getattr(args, "resume", None) and args.recipe is None:
+        cfg = config_for_resume(args.resume, **given)  # the checkpoint's own settings; flags given on top
+    else:
+        cfg = config_from_args(args)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
     try:
-        if getattr(args, "resume", None) and args.recipe is None:
-            # Resume from the checkpoint's own settings; flags given on top still apply.
-            overrides = {k: v for k, v in vars(args).items() if k in FIELDS and k not in ("recipe", "resume")}
-            cfg = config_for_resume(args.resume, **overrides)
-        else:
-            cfg = config_from_args(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    run(cfg)
+        run(cfg)
+    except TrainingInterrupted as err:
+        if err.is_main:
+            print(str(err), file=sys.stderr, flush=True)
+        return 128 + signal.Signals[err.signal_name].value  # the shell's status for death by that signal
+    except KeyboardInterrupt as err:  # before the first epoch began: nothing of this run was saved
+        name = err.args[0] if err.args and str(err.args[0]).startswith("SIG") else "SIGINT"
+        print(f"interrupted by {name} before training began; nothing new was saved", file=sys.stderr, flush=True)
+        return 128 + signal.Signals[name].value
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

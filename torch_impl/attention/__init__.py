@@ -3,7 +3,34 @@
 from .aff3d import AFF3D
 from .cbam import CBAM
 from .eca import ECA, eca_kernel_size
-from .factory import ATTENTIONS, create_attention, get_attention
+from .factory import (
+    ATTENTIONS,
+    PAPER_REDUCTION,
+    AttentionSpec,
+    AttnLayer,
+    attention_names,
+    create_attention,
+    get_attention,
+    get_spec,
+    register_attention,
+    unregister_attention,
+)
 from .se import SE
 
-__all__ = ["AFF3D", "SE", "CBAM", "ECA", "eca_kernel_size", "ATTENTIONS", "create_attention", "get_attention"]
+__all__ = [
+    "AFF3D",
+    "SE",
+    "CBAM",
+    "ECA",
+    "eca_kernel_size",
+    "ATTENTIONS",
+    "PAPER_REDUCTION",
+    "AttentionSpec",
+    "AttnLayer",
+    "attention_names",
+    "create_attention",
+    "get_attention",
+    "get_spec",
+    "register_attention",
+    "unregister_attention",
+]

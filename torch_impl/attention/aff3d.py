@@ -15,23 +15,27 @@ Two implementations of the same function, chosen by ``impl``:
     "fast" (default)   ``aff3d_fast``: exact algebra that skips the concatenation, the first F_ex
                        convolution over the C x H x W map and the stored M_3D / X_3D maps; BN
                        folded at inference; a memory-saving autograd Function in training; a
-                       fused Triton kernel for the gate on CUDA.
-    "reference"        ``forward_reference`` below: the equations written as they read.
+                       fused Triton kernel for the gate on CUDA. Its dispatch table says which
+                       route a call takes (``aff3d_fast.choose_route``).
+    "straightforward"  ``forward_straightforward`` below: the equations written as they read.
 
-Both match ``reference_numpy`` to 1e-10 in float64 (tests/test_fast_path.py).
+Both match ``reference_numpy`` (the NumPy reference) to 1e-10 in float64 (tests/test_fast_path.py),
+take the same inputs and raise the same errors (``validation.check_inputs``).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from reference_numpy.designs import AFF3DDesign, resolve_design
 
 from . import aff3d_fast
-from .validation import check_pair
+from .aff3d_fast.norms import norm_channels, uses_batch_stats
+from .validation import check_batch_for_training, check_inputs
 
-IMPLS = ("fast", "reference")
+IMPLS = ("fast", "straightforward")
 
 
 class SpatialConv(nn.Module):
@@ -72,8 +76,8 @@ class AFF3D(nn.Module):
         channels: C, the channels of U and X_l.
         design: a name from ``reference_numpy.designs.DESIGNS`` (default ``"aff3d"``, the paper's
             final design) or an ``AFF3DDesign``.
-        impl: ``"fast"`` (default) or ``"reference"``, see the module docstring; an attribute,
-            so ``module.impl = "reference"`` switches an existing module.
+        impl: ``"fast"`` (default) or ``"straightforward"``, see the module docstring; an attribute,
+            so ``module.impl = "straightforward"`` switches an existing module (checked when set).
         **switches: any design switch by keyword: ``reduction`` (d), ``kernel_size`` (k),
             ``channel_input``, ``spatial_input``, ``merge``, ``fusion``, ``parallel_gate``,
             ``fex_norm``.
@@ -81,39 +85,78 @@ class AFF3D(nn.Module):
 
     def __init__(self, channels: int, design: str | AFF3DDesign = "aff3d", impl: str = "fast", **switches):
         super().__init__()
-        if impl not in IMPLS:
-            raise ValueError(f"AFF3D impl: expected one of {list(IMPLS)}, got {impl!r}")
         self.impl = impl
+        self._folded = None  # the inference folding, built on first use (aff3d_fast/inference.py)
         self.design = resolve_design(design, **switches)
         self.channels = channels
-        d = self.design
-        self.spatial = SpatialConv(d.spatial_in_channels(channels), d.kernel_size) if d.has_spatial else None
-        self.fex = FeatureFusion(channels, d.hidden_channels(channels), norm=d.fex_norm)
+        spec = self.design
+        self.spatial = SpatialConv(spec.spatial_in_channels(channels), spec.kernel_size) if spec.has_spatial else None
+        self.fex = FeatureFusion(channels, spec.hidden_channels(channels), norm=spec.fex_norm)
 
     def extra_repr(self) -> str:
-        d = self.design
+        design = self.design
         return (
-            f"channels={self.channels}, d={d.reduction}, k={d.kernel_size}, channel={d.channel_input}, "
-            f"spatial={d.spatial_input}, merge={d.merge}, fusion={d.fusion}, impl={self.impl}"
+            f"channels={self.channels}, d={design.reduction}, k={design.kernel_size}, channel={design.channel_input}, "
+            f"spatial={design.spatial_input}, merge={design.merge}, fusion={design.fusion}, impl={self.impl}"
         )
 
-    def __setstate__(self, state):  # modules pickled before ``impl`` existed load as "fast"
-        state.setdefault("impl", "fast")
-        super().__setstate__(state)
+    @property
+    def impl(self) -> str:
+        return self._impl
+
+    @impl.setter
+    def impl(self, value: str) -> None:
+        if value not in IMPLS:
+            raise ValueError(f"AFF3D impl: expected one of {list(IMPLS)}, got {value!r}")
+        self._impl = value
+
+    # The inference folding's cache is dropped by everything that changes what it folds.
+    def clear_folded(self) -> None:
+        """Drop the cached inference folding; needed only after editing weights in place in eval mode."""
+        aff3d_fast.clear_folded(self)
+
+    def train(self, mode: bool = True):
+        self.clear_folded()
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.clear_folded()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.clear_folded()
+        super()._load_from_state_dict(*args, **kwargs)
 
     def spatial_input(self, U: torch.Tensor, X_l: torch.Tensor) -> torch.Tensor:
         """U (+) X_l of eq. 5: [U, X_l] (N, 2C, H, W), U + X_l, or U alone."""
-        d = self.design
-        if d.spatial_input == "residual":
+        design = self.design
+        if design.spatial_input == "residual":
             return U
-        return torch.cat([U, X_l], dim=1) if d.merge == "concat" else U + X_l
+        return torch.cat([U, X_l], dim=1) if design.merge == "concat" else U + X_l
+
+    def _check(self, residual: torch.Tensor, shortcut: torch.Tensor, norm: nn.Module | None = None) -> None:
+        """The input checks both implementations share (same inputs accepted, same ValueError)."""
+        check_inputs("AFF3D", residual, shortcut, self.channels, self.fex.conv2.weight.dtype)
+        if not (self.training or (norm is not None and norm.training)):
+            return  # batch norm counts below: training only
+        N, _, H, W = residual.shape
+        per_pixel = [("the block's norm", norm)]
+        if self.spatial is not None:
+            per_pixel.append(("F_conv's BN (over M_s)", self.spatial.bn))
+        fex_norms = [("F_ex's BN", self.fex.bn1), ("F_ex's BN", self.fex.bn2)]
+        per_map = not self.design.has_spatial or self.design.fusion == "parallel"  # F_ex over M_c (N, C, 1, 1)
+        counts = [(N * H * W, where, bn) for where, bn in per_pixel + ([] if per_map else fex_norms)]
+        counts += [(N, where, bn) for where, bn in fex_norms if per_map]
+        for count, where, bn in counts:
+            if isinstance(bn, _BatchNorm) and uses_batch_stats(bn):
+                check_batch_for_training("AFF3D", residual.shape, count, where)
 
     def forward(self, residual: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         """The gated residual U * X_3D (the block adds X_l: eq. 7)."""
-        check_pair("AFF3D", residual, shortcut, self.channels)
-        if self.impl == "fast":
+        self._check(residual, shortcut)
+        if self.impl == "fast":  # the same function by exact algebra (aff3d_fast), one dispatch
             return aff3d_fast.fast_forward(self, residual, shortcut)
-        return self.forward_reference(residual, shortcut)
+        return self.forward_straightforward(residual, shortcut)
 
     def gate_add_relu(
         self, residual: torch.Tensor, shortcut: torch.Tensor, relu: bool = True, norm: nn.Module | None = None
@@ -125,28 +168,27 @@ class AFF3D(nn.Module):
         fly and recompute U in backward instead of storing it: the training memory of a
         3D-AFF-ResNet then stays close to the plain ResNet's.
         """
-        if norm is not None and norm.num_features != self.channels:
-            raise ValueError(f"AFF3D.gate_add_relu: norm has {norm.num_features} channels, expected {self.channels}")
-        check_pair("AFF3D", residual, shortcut, self.channels)
+        if norm is not None and norm_channels(norm) != self.channels:
+            raise ValueError(f"AFF3D.gate_add_relu: norm has {norm_channels(norm)} channels, expected {self.channels}")
+        self._check(residual, shortcut, norm)
         if self.impl == "fast":
             return aff3d_fast.fast_forward(self, residual, shortcut, norm=norm, add=True, relu=relu)
         U = residual if norm is None else norm(residual)
-        out = self.forward_reference(U, shortcut) + shortcut
+        out = self.forward_straightforward(U, shortcut) + shortcut
         return torch.relu(out) if relu else out
 
-    def forward_reference(self, residual: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    def forward_straightforward(self, residual: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         """The straightforward path: eqs. 4, 5, 1, 6, 2 as written, then U * X_3D."""
         U, X_l = residual, shortcut
-        check_pair("AFF3D", U, X_l, self.channels)
-        d = self.design
-        M_c = (U if d.channel_input == "residual" else U + X_l).mean(dim=(2, 3), keepdim=True)  # eq. 4
+        design = self.design
+        M_c = (U if design.channel_input == "residual" else U + X_l).mean(dim=(2, 3), keepdim=True)  # eq. 4
         if self.spatial is None:  # SE: the channel vector alone goes through F_ex
             return U * torch.sigmoid(self.fex(M_c))
         M_s = self.spatial(self.spatial_input(U, X_l))  # eq. 5
-        if d.fusion == "parallel":  # Fig. 2(c)/(d): two gates, no F_ex over M_3D
+        if design.fusion == "parallel":  # Fig. 2(c)/(d): two gates, no F_ex over M_3D
             a_c = torch.sigmoid(self.fex(M_c))
             a_s = torch.sigmoid(M_s)
-            return U * a_c + U * a_s if d.parallel_gate == "sum" else U * a_c * a_s
+            return U * a_c + U * a_s if design.parallel_gate == "sum" else U * a_c * a_s
         M_3D = M_c + M_s  # eq. 1
         X_3D = torch.sigmoid(self.fex(M_3D))  # eqs. 2, 6
         return U * X_3D

@@ -6,7 +6,8 @@ import torch
 
 
 def check_pair(name: str, residual: torch.Tensor, shortcut: torch.Tensor, channels: int) -> None:
-    """Raise ValueError unless residual and shortcut are 4-D, of one shape, with ``channels`` channels."""
+    """Raise ValueError unless residual and shortcut are 4-D floating-point maps of one shape, with
+    ``channels`` channels, and (outside autocast, which mixes precisions by design) of one dtype."""
     if residual.dim() != 4:
         raise ValueError(f"{name}: expected a 4-D residual (N, C, H, W), got shape {tuple(residual.shape)}")
     if shortcut.dim() != 4:
@@ -18,3 +19,31 @@ def check_pair(name: str, residual: torch.Tensor, shortcut: torch.Tensor, channe
         )
     if residual.shape[1] != channels:
         raise ValueError(f"{name}: built for C={channels} channels, got input with {residual.shape[1]}")
+    for role, t in (("residual", residual), ("shortcut", shortcut)):
+        if not t.is_floating_point():
+            raise ValueError(f"{name}: expected a floating-point {role}, got {t.dtype} (convert with .float())")
+    if residual.dtype != shortcut.dtype and not torch.is_autocast_enabled(residual.device.type):
+        raise ValueError(
+            f"{name}: residual and shortcut must have one dtype, got {residual.dtype} and {shortcut.dtype}"
+        )
+
+
+def check_inputs(name: str, residual: torch.Tensor, shortcut: torch.Tensor, channels: int,
+                 param_dtype: torch.dtype) -> None:
+    """``check_pair``, and outside autocast the input in the module's own dtype (as nn.Conv2d requires)."""
+    check_pair(name, residual, shortcut, channels)
+    if residual.dtype != param_dtype and not torch.is_autocast_enabled(residual.device.type):
+        raise ValueError(
+            f"{name}: input is {residual.dtype} but the module's weights are {param_dtype}; convert one to "
+            f"the other (module.to(dtype) or input.to(dtype)), or run under torch.autocast"
+        )
+
+
+def check_batch_for_training(name: str, shape, count: int, where: str) -> None:
+    """Batch norm in training needs more than one value per channel; say which layer sees one."""
+    if count <= 1:
+        raise ValueError(
+            f"{name}: Expected more than 1 value per channel when training, got input size {tuple(shape)}: "
+            f"{where} normalises over {count} value per channel. Train with a batch of 2 or more "
+            f"(or a larger map), or call .eval()"
+        )

@@ -10,12 +10,19 @@ The official archive ``cifar-100-python.tar.gz`` unpacks to::
 
 ``root`` may be that folder or the folder that contains it. Nothing is downloaded unless
 ``download=True``; then torchvision fetches and unpacks the archive (md5-checked) and this class reads it.
+
+The files are pickles, and ``pickle.load`` runs whatever code a crafted file names (a checkpoint's
+stored data path leads ``evaluate`` here too). They are read with ``SafeUnpickler``, which admits
+only what the official files hold: dicts, lists, tuples, str, bytes, numbers and NumPy arrays of
+plain (non-object) dtypes. Anything else is refused before it is built.
 """
 
 from __future__ import annotations
 
+import codecs
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -38,13 +45,77 @@ def find_cifar100_folder(root: str | Path) -> Path:
     )
 
 
+try:  # NumPy >= 2 (pickles written by NumPy 1 name numpy.core.*, by NumPy 2 numpy._core.*)
+    from numpy._core import multiarray as _multiarray
+    from numpy._core import numeric as _numeric
+except ImportError:  # pragma: no cover - NumPy 1
+    from numpy.core import multiarray as _multiarray
+    from numpy.core import numeric as _numeric
+
+
+def _plain_dtype(*args) -> np.dtype:
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f"refused NumPy dtype {dtype} (it holds Python objects)")
+    return dtype
+
+
+# Every global a CIFAR pickle needs: NumPy's array and scalar reconstruction (Python 2's cPickle and
+# protocol 2 use _reconstruct/scalar, protocol 5 _frombuffer), and the codec protocol 2 uses for bytes.
+_ALLOWED_GLOBALS = {
+    **{(f"numpy.{core}.multiarray", "_reconstruct"): _multiarray._reconstruct for core in ("core", "_core")},
+    **{(f"numpy.{core}.multiarray", "scalar"): _multiarray.scalar for core in ("core", "_core")},
+    **{(f"numpy.{core}.numeric", "_frombuffer"): _numeric._frombuffer for core in ("core", "_core")},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _plain_dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
+_PLAIN_TYPES = (str, bytes, int, float, bool, type(None), np.generic)
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """An unpickler that builds only the globals of ``_ALLOWED_GLOBALS``; any other is an UnpicklingError."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refused to load {module}.{name}: a CIFAR file holds only dicts, lists, strings, numbers "
+                "and NumPy arrays, so this file is not one (it may have been crafted to run code)"
+            ) from None
+
+
+def _check_plain(obj: Any, where: str = "") -> None:
+    """What SafeUnpickler built is made of plain containers, values and non-object arrays only."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            _check_plain(key, where)
+            _check_plain(value, f"{where}[{key!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            _check_plain(value, where)
+    elif isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise pickle.UnpicklingError(f"refused an array of Python objects at {where or 'the top'}")
+    elif not isinstance(obj, _PLAIN_TYPES):
+        raise pickle.UnpicklingError(f"refused a {type(obj).__name__} at {where or 'the top'}")
+
+
+def safe_unpickle(f) -> Any:
+    """``pickle.load(f, encoding="bytes")`` restricted to what the official CIFAR files hold."""
+    obj = SafeUnpickler(f, encoding="bytes").load()
+    _check_plain(obj)
+    return obj
+
+
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"CIFAR-100 file missing: expected {path}")
     try:
         with path.open("rb") as f:
-            obj = pickle.load(f, encoding="bytes")
-    except Exception as err:  # truncated or not a pickle at all
+            obj = safe_unpickle(f)
+    except Exception as err:  # truncated, not a pickle at all, or holding more than data
         raise ValueError(f"{path} is not a readable CIFAR-100 pickle ({type(err).__name__}: {err})") from err
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a pickled dict, got {type(obj).__name__}")

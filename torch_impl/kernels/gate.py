@@ -5,9 +5,9 @@ One pass over the C x H x W map computes
     out = act( U * sigma(W_2' h + b_2') [+ X_l] ),     U = R * scale + shift (or U = R)
 
 where ``h`` (N, C/d, H, W) is F_ex's hidden map after ReLU, ``W_2'`` (C, C/d) and ``b_2'`` (C) are
-F_ex's second convolution with its batch norm folded in (``aff3d_fast.fold_bn``), ``act`` is the
+F_ex's second convolution with its batch norm folded in (``aff3d_fast.algebra.fold_bn``), ``act`` is the
 block's ReLU or nothing, and ``scale``/``shift`` (C) optionally apply the block's last batch norm on
-the fly, so that U = BN(R) is never stored for backward (``aff3d_fast._FusedTail``).
+the fly, so that U = BN(R) is never stored for backward (``aff3d_fast.training.FusedTail``).
 
 ``gate_forward`` and ``gate_backward`` dispatch to Triton kernels (``gate_triton.py``) on CUDA and to
 the plain PyTorch below everywhere else. The PyTorch versions are the specification: the Triton
@@ -59,17 +59,31 @@ def _logits(hid: torch.Tensor, W2: torch.Tensor, b2: torch.Tensor | None) -> tor
     return torch.baddbmm(b2[None, :, None], W2.expand(N, -1, -1), hid.reshape(N, Cd, -1))
 
 
+def _logits_owned(hid: torch.Tensor, W2: torch.Tensor, b2: torch.Tensor | None, H: int, W: int) -> torch.Tensor:
+    """``_logits`` (no autograd) written into a fresh (N, C, H, W) tensor that owns its memory: the
+    output built in it is then no view, so a caller may add to it in place (``out += identity``, as
+    torchvision's and detectron2's blocks do), also when an autograd Function returns it."""
+    N, Cd = hid.shape[:2]
+    z = torch.empty((N, W2.shape[0], H, W), dtype=W2.dtype, device=hid.device)
+    flat = z.view(N, W2.shape[0], H * W)
+    if b2 is None:
+        torch.matmul(W2, hid.reshape(N, Cd, -1), out=flat)
+    else:
+        torch.baddbmm(b2[None, :, None], W2.expand(N, -1, -1), hid.reshape(N, Cd, -1), out=flat)
+    return z
+
+
 def gate_forward_torch(R, X, hid, W2, b2, scale=None, shift=None, add=True, relu=True) -> torch.Tensor:
     """Reference of the fused forward pass (see the module docstring)."""
     N, C, H, W = R.shape
     U = _residual(R, scale, shift)
-    z = _logits(hid, W2, b2)
-    tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (z, U, X))
+    tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (hid, W2, b2, U, X) if t is not None)
+    z = _logits(hid, W2, b2) if tracked else _logits_owned(hid, W2, b2, H, W)
     if tracked or U.dtype != z.dtype or X.dtype != z.dtype:
         G = torch.sigmoid(z).view(N, C, H, W)
         out = torch.addcmul(X, U, G) if add else U * G
     else:  # no autograd: every step in the logits' own buffer, no further full-size allocation
-        G = z.sigmoid_().view(N, C, H, W)
+        G = z.sigmoid_()
         out = torch.addcmul(X, U, G, out=G) if add else G.mul_(U)
     if relu:
         out = out.relu_()

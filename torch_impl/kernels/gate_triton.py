@@ -166,7 +166,8 @@ def _is_low(dtype: torch.dtype) -> bool:
     return dtype in (torch.bfloat16, torch.float16)
 
 
-def _fwd_blocks(C: int, rows: int) -> tuple[int, int]:
+def _fwd_blocks(C: int) -> tuple[int, int]:
+    """(BLOCK_P, BLOCK_C) of the forward: 64 pixels by up to 128 channels."""
     return 64, min(128, _pow2(C))
 
 
@@ -178,7 +179,7 @@ def gate_forward(R, X, hid, W2, b2, scale, shift, add, relu, block_p=None, block
     W2 = W2.contiguous()
     out = torch.empty_like(R)  # keeps R's memory format (channels_last stays channels_last)
     rows, HW = N * H * W, H * W
-    bp, bc = _fwd_blocks(C, rows)
+    bp, bc = _fwd_blocks(C)
     bp, bc = block_p or bp, block_c or bc
     bk = _pow2(Cd)
     Xt = X if add else R

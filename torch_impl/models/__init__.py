@@ -1,7 +1,7 @@
 """Networks: residual blocks that take any attention layer, and the ResNets built from them."""
 
 from .blocks import BasicBlock, Bottleneck, PreActBottleneck
-from .registry import ARCHITECTURES, ModelName, attention_layer, create_model, list_models, parse_model_name
+from .registry import ARCHITECTURES, FAMILIES, ModelName, create_model, list_models, parse_model_name
 from .resnet import RESNET_LAYERS, ResNet, resnet
 from .resnet_cifar import PreActResNetCIFAR
 
@@ -15,7 +15,7 @@ __all__ = [
     "PreActResNetCIFAR",
     "ARCHITECTURES",
     "ModelName",
-    "attention_layer",
+    "FAMILIES",
     "create_model",
     "list_models",
     "parse_model_name",

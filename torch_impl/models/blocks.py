@@ -12,13 +12,11 @@ the block then adds the shortcut (eq. 7 of the 3D-AFF paper) and, post-activatio
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-AttnLayer = Callable[[int], nn.Module] | None
+from ..attention.aff3d import AFF3D
+from ..attention.factory import AttnLayer
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -36,24 +34,24 @@ def projection(in_planes: int, out_planes: int, stride: int) -> nn.Sequential | 
     return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
 
 
-def residual_tail(
-    attn: nn.Module | None, out: torch.Tensor, norm: nn.Module | None, identity: torch.Tensor, relu: bool
-) -> torch.Tensor:
-    """U = norm(out) (eq. 3's last step); X_{l+1} = attn(U, X_l) + X_l (eq. 7), then ReLU if ``relu``.
+class _AttentionBlock(nn.Module):
+    """What the three blocks share: ``attn`` on the residual branch, and ``fused_tail``.
 
-    An attention layer with a ``gate_add_relu`` method (3D-AFF's fast path) does all of it in one
-    call, applying ``norm`` on the fly so that U is recomputed in backward rather than stored.
+    The tail of a block is U = norm(out) (eq. 3's last step), out = attn(U, X_l) + X_l (eq. 7), then
+    ReLU. With 3D-AFF's fast path the block hands all of it to ``attn.gate_add_relu``, which applies
+    the norm on the fly and recomputes U in backward instead of storing it: the training memory of a
+    3D-AFF-ResNet then stays close to the plain ResNet's. Same function, fewer stored maps.
     """
-    if attn is not None and hasattr(attn, "gate_add_relu"):
-        return attn.gate_add_relu(out, identity, relu=relu, norm=norm)
-    U = out if norm is None else norm(out)
-    if attn is not None:
-        U = attn(U, identity)
-    out = U + identity
-    return F.relu(out) if relu else out
+
+    attn: nn.Module | None
+
+    @property
+    def fused_tail(self) -> bool:
+        """Whether ``forward`` takes the memory-saving fused tail (3D-AFF with impl="fast")."""
+        return isinstance(self.attn, AFF3D) and self.attn.impl == "fast"
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(_AttentionBlock):
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, attn_layer: AttnLayer = None):
@@ -68,12 +66,23 @@ class BasicBlock(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        return residual_tail(self.attn, self.conv2(out), self.bn2, identity, relu=True)
+        identity = x
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+        out = self.conv2(out)
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        if self.fused_tail:  # bn2, the gate, += identity and ReLU in one memory-saving call
+            return self.attn.gate_add_relu(out, identity, relu=True, norm=self.bn2)
+        out = self.bn2(out)  # U
+        if self.attn is not None:
+            out = self.attn(out, identity)  # U * X_3D
+        out += identity  # eq. 7
+        return self.relu(out)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_AttentionBlock):
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, attn_layer: AttnLayer = None):
@@ -92,13 +101,26 @@ class Bottleneck(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return residual_tail(self.attn, self.conv3(out), self.bn3, identity, relu=True)
+        identity = x
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = self.relu(out)
+        out = self.conv3(out)
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        if self.fused_tail:  # bn3, the gate, += identity and ReLU in one memory-saving call
+            return self.attn.gate_add_relu(out, identity, relu=True, norm=self.bn3)
+        out = self.bn3(out)  # U
+        if self.attn is not None:
+            out = self.attn(out, identity)  # U * X_3D
+        out += identity  # eq. 7
+        return self.relu(out)
 
 
-class PreActBottleneck(nn.Module):
+class PreActBottleneck(_AttentionBlock):
     """BN-ReLU-conv1x1, BN-ReLU-conv3x3 (stride), BN-ReLU-conv1x1; no ReLU after the sum.
 
     A projecting block's shortcut is a 1x1 conv (stride) over the pre-activated input.
@@ -127,4 +149,9 @@ class PreActBottleneck(nn.Module):
         out = self.conv1(a)
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))  # U = F_tr(X_l), eq. 3
-        return residual_tail(self.attn, out, None, identity, relu=False)
+        if self.fused_tail:  # the gate and += identity in one memory-saving call
+            return self.attn.gate_add_relu(out, identity, relu=False)
+        if self.attn is not None:
+            out = self.attn(out, identity)  # U * X_3D
+        out += identity  # eq. 7; no ReLU after the sum
+        return out

@@ -4,74 +4,82 @@ A name is ``[<attention>_]<architecture>``:
 
     architecture   resnet18, resnet34, resnet50, resnet101, resnet152      (ImageNet, torchvision layout)
                    resnet20_cifar, resnet164_cifar                           (CIFAR pre-activation, 9n + 2)
-    attention      none (no prefix), se, cbam, eca, aff3d
+    attention      none (no prefix), or any name of ``torch_impl.attention.ATTENTIONS``:
+                   se, cbam, eca, aff3d
 
 e.g. ``resnet50``, ``se_resnet50``, ``aff3d_resnet164_cifar``. Keyword arguments are split between
 the network (``num_classes``, ``in_chans``, ``zero_init_residual`` for ImageNet nets) and the
-attention (everything else), and each attention accepts only its own options:
+attention (everything else), and each attention accepts only its own options, as its entry in
+``ATTENTIONS`` lists them:
 
     se      reduction (r)                             Hu et al. 2018
     cbam    reduction (r), kernel_size                Woo et al. 2018
     eca     gamma, b                                  Wang et al. 2020
     aff3d   reduction (d), kernel_size (k), design,   Liu et al. 2022 (this project)
             every AFF3DDesign switch, and impl
-            ("fast" or "reference", see attention/aff3d.py)
+            (see attention/aff3d.py)
 
-Reduction defaults follow the 3D-AFF paper (section 4.1): d = 16 on ImageNet and d = 4 on
-CIFAR-100, for 3D-AFF and for the SE/CBAM baselines alike: the paper's SE-ResNet-164
-("ResNet-164 + M_c^r", Table 2, 2.52M parameters) is only reproduced with r = 4.
+Reduction defaults come from the attention's entry, per data-set family: the paper's d = 16 on
+ImageNet and d = 4 on CIFAR-100 (section 4.1) for 3D-AFF, SE and CBAM alike.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 from torch import nn
 
-from reference_numpy.designs import AFF3DDesign
-
-from ..attention import get_attention
+from ..attention import ATTENTIONS, attention_names, get_attention, get_spec
 from ..pretrained import load_pretrained
-from .resnet import resnet
+from .resnet import RESNET_LAYERS, resnet
 from .resnet_cifar import PreActResNetCIFAR
 
 
 @dataclass(frozen=True)
+class Family:
+    """What the networks trained on one kind of data set share.
+
+    Attributes:
+        dataset: the paper's data set for this family.
+        num_classes: the default classifier width (that data set's classes).
+        image_size: side of the (square) training crop and test image.
+        network_options: keyword arguments of the network builder that ``create_model`` passes on.
+    """
+
+    dataset: str
+    num_classes: int
+    image_size: int
+    network_options: frozenset[str]
+
+
+FAMILIES: dict[str, Family] = {
+    "imagenet": Family("ImageNet-1k", 1000, 224, frozenset({"in_chans", "zero_init_residual"})),
+    "cifar": Family("CIFAR-100", 100, 32, frozenset({"in_chans"})),
+}
+
+# The CIFAR depths of the zoo: ResNet-164 (the paper's CIFAR-100 backbone) and ResNet-20 (quick runs).
+CIFAR_DEPTHS = (20, 164)
+
+
+@dataclass(frozen=True)
 class Architecture:
-    """One backbone: its family (``"imagenet"`` or ``"cifar"``) and depth."""
+    """One backbone: its family (a key of ``FAMILIES``) and depth."""
 
     family: str
     depth: int
 
     @property
     def default_num_classes(self) -> int:
-        return 1000 if self.family == "imagenet" else 100
-
-    @property
-    def default_reduction(self) -> int:
-        return 16 if self.family == "imagenet" else 4
+        return FAMILIES[self.family].num_classes
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    **{f"resnet{d}": Architecture("imagenet", d) for d in (18, 34, 50, 101, 152)},
-    **{f"resnet{d}_cifar": Architecture("cifar", d) for d in (20, 164)},
+    **{f"resnet{depth}": Architecture("imagenet", depth) for depth in RESNET_LAYERS},
+    **{f"resnet{depth}_cifar": Architecture("cifar", depth) for depth in CIFAR_DEPTHS},
 }
-
-ATTENTION_PREFIXES = ("se", "cbam", "eca", "aff3d")
-
-# Options each attention accepts through create_model's kwargs.
-ATTENTION_OPTIONS: dict[str, frozenset[str]] = {
-    "none": frozenset(),
-    "se": frozenset({"reduction"}),
-    "cbam": frozenset({"reduction", "kernel_size"}),
-    "eca": frozenset({"gamma", "b"}),
-    "aff3d": frozenset({"design", "impl"} | {f.name for f in fields(AFF3DDesign)}),
-}
-
-_NETWORK_OPTIONS = {"imagenet": frozenset({"in_chans", "zero_init_residual"}), "cifar": frozenset({"in_chans"})}
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,7 @@ class ModelName:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Every model name ``create_model`` accepts, sorted; ``pattern`` filters with shell wildcards."""
-    names = [str(ModelName(a, arch)) for arch in ARCHITECTURES for a in ("none", *ATTENTION_PREFIXES)]
+    names = [str(ModelName(a, arch)) for arch in ARCHITECTURES for a in attention_names()]
     return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
 
 
@@ -100,16 +108,22 @@ def parse_model_name(name: str) -> ModelName:
     if isinstance(name, str):
         if name in ARCHITECTURES:
             return ModelName("none", name)
-        prefix, _, arch = name.partition("_")
-        if prefix in ATTENTION_PREFIXES and arch in ARCHITECTURES:
+        prefix, _, arch = name.partition("_")  # attention names have no "_"
+        if prefix in ATTENTIONS and arch in ARCHITECTURES:
             return ModelName(prefix, arch)
     raise ValueError(f"unknown model {name!r}: expected one of {list_models()}")
 
 
 def _split_kwargs(parsed: ModelName, kwargs: Mapping) -> tuple[dict, dict]:
-    """(network kwargs, attention kwargs), with a clear error for an option nobody takes."""
-    net_opts = _NETWORK_OPTIONS[parsed.architecture.family]
-    attn_opts = ATTENTION_OPTIONS[parsed.attention]
+    """(network kwargs, attention kwargs), with a clear error for an option nobody takes.
+
+    The attention kwargs start from the attention's defaults for the network's family (its
+    reduction d or r), which the user's options override.
+    """
+    family = parsed.architecture.family
+    net_opts = FAMILIES[family].network_options
+    spec = None if parsed.attention == "none" else get_spec(parsed.attention)
+    attn_opts = frozenset(spec.options) if spec else frozenset()
     unknown = sorted(set(kwargs) - net_opts - attn_opts)
     if unknown:
         raise ValueError(
@@ -117,16 +131,9 @@ def _split_kwargs(parsed: ModelName, kwargs: Mapping) -> tuple[dict, dict]:
             f"{sorted(net_opts | attn_opts | {'num_classes', 'pretrained'})}"
         )
     net = {k: v for k, v in kwargs.items() if k in net_opts}
-    attn = {k: v for k, v in kwargs.items() if k in attn_opts}
-    if "reduction" in attn_opts:
-        attn.setdefault("reduction", parsed.architecture.default_reduction)
+    attn = spec.family_defaults(family) if spec else {}
+    attn.update({k: v for k, v in kwargs.items() if k in attn_opts})
     return net, attn
-
-
-def attention_layer(name: str, **kwargs) -> Callable[[int], nn.Module] | None:
-    """The ``channels -> attention`` constructor that ``create_model(name, **kwargs)`` puts in every block."""
-    parsed = parse_model_name(name)
-    return get_attention(parsed.attention, **_split_kwargs(parsed, kwargs)[1])
 
 
 def create_model(
@@ -138,7 +145,8 @@ def create_model(
     """Build the network ``name`` (see ``list_models()``).
 
     Args:
-        name: ``[se_|cbam_|eca_|aff3d_]resnet{18,34,50,101,152}`` or ``...resnet{20,164}_cifar``.
+        name: ``[<attention>_]resnet{18,34,50,101,152}`` or ``[<attention>_]resnet{20,164}_cifar``, where
+            ``<attention>`` is a name of ``torch_impl.attention.ATTENTIONS`` (se, cbam, eca, aff3d).
         num_classes: classifier outputs; default 1000 for ImageNet nets, 100 (CIFAR-100) for CIFAR nets.
         pretrained: a torchvision-format state_dict, or a path to one, loaded through
             ``torch_impl.pretrained.load_pretrained`` (strict for plain nets; attention weights stay

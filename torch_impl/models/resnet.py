@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import AttnLayer, BasicBlock, Bottleneck
+from ..attention import AttnLayer
+from .blocks import BasicBlock, Bottleneck
 
 Block = type[BasicBlock] | type[Bottleneck]
 
@@ -70,6 +71,7 @@ class ResNet(nn.Module):
         self.layer4 = self._make_layer(block, 512, layers[3], 2, attn_layer)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.num_features = 512 * block.expansion
+        self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes)
         init_weights(self, zero_init_residual)
 

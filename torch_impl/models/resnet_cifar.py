@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import AttnLayer, PreActBottleneck
+from ..attention import AttnLayer
+from .blocks import PreActBottleneck
 from .resnet import init_weights
 
 STAGE_WIDTHS = (16, 32, 64)
@@ -50,6 +51,7 @@ class PreActResNetCIFAR(nn.Module):
         self.bn = nn.BatchNorm2d(self.num_features)
         self.relu = nn.ReLU(inplace=True)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes)
         init_weights(self)
 

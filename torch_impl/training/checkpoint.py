@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically, loaded with ``weights_only=True``, checked against the architecture.
+"""Checkpoints: written atomically, verified by a checksum, loaded with ``weights_only=True``, checked
+against the architecture.
 
 A checkpoint is a dict of tensors and plain values::
 
@@ -12,11 +13,16 @@ A checkpoint is a dict of tensors and plain values::
     rng               every generator's state (see seeding.rng_state)
     config            the run's TrainConfig as a dict
     history           one dict of metrics per completed epoch
+    classes           the data set's class names (index = label)
+    checksum          {"sha256": ...} of all the above (torch_impl.checksum), verified at every load
+
+Checkpoints of format ``.../1`` predate the checksum; they still load, unverified.
 """
 
 from __future__ import annotations
 
-import os
+import io
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,25 +30,28 @@ from typing import Any
 import torch
 from torch import nn
 
-CHECKPOINT_FORMAT = "aff3d-resnet/train-checkpoint/1"
+from ..atomic import write_bytes
+from ..checksum import verify_checksum, with_checksum
+
+CHECKPOINT_FORMAT = "aff3d-resnet/train-checkpoint/2"
+UNVERIFIED_FORMATS = ("aff3d-resnet/train-checkpoint/1",)  # written before checksums: loaded as they are
 LAST, BEST = "last.pth", "best.pth"
 
 
 def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` through a temporary file and a rename: a crash leaves the old file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(dict(state, format=CHECKPOINT_FORMAT), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """Write ``state`` (with its format and checksum) to ``path`` atomically: a crash leaves the old file.
+
+    The checkpoint is serialised in memory first, so a full disk fails as ``OSError`` with the
+    reason (ENOSPC) and the path, not as torch's zip writer's "unexpected pos".
+    """
+    return write_bytes(path, encode_checkpoint(state))
+
+
+def encode_checkpoint(state: Mapping[str, Any]) -> memoryview:
+    """The bytes ``save_checkpoint`` writes (to write one state to several files, encode it once)."""
+    buffer = io.BytesIO()
+    torch.save(with_checksum(dict(state, format=CHECKPOINT_FORMAT)), buffer)
+    return buffer.getbuffer()
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
@@ -63,14 +72,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise ValueError(f"cannot read checkpoint {path} with weights_only=True ({type(err).__name__}: {err})") from err
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"cannot read checkpoint {path} with weights_only=True ({load_error_reason(err)})") from err
+    return check_loaded(state, path)
+
+
+def load_error_reason(err: Exception) -> str:
+    """The gist of a ``torch.load(weights_only=True)`` failure, on one line.
+
+    (torch's own message suggests ``weights_only=False``, which would run any code the file holds.)
+    """
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(Check the documentation|$)", text, re.S)
+    reason = " ".join((found.group(1) if found else text).split())
+    return f"{type(err).__name__}: {reason}"
+
+
+def check_loaded(state: Any, path: str | Path) -> dict[str, Any]:
+    """``state`` as read from ``path``, after checking its format and verifying its checksum."""
+    if not isinstance(state, dict) or state.get("format") not in (CHECKPOINT_FORMAT, *UNVERIFIED_FORMATS):
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise ValueError(
             f"{path} is not a torch_impl.train checkpoint (expected format {CHECKPOINT_FORMAT!r}, found {found!r}); "
             "for a bare state_dict use create_model(name, pretrained=path)"
         )
+    if state["format"] == CHECKPOINT_FORMAT:
+        verify_checksum(state, path)
     return state
+
 
 
 def check_architecture(

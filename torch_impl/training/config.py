@@ -2,13 +2,16 @@
 
 Every field of ``TrainConfig`` is a recipe key and a command-line flag (``batch_size`` <-> ``--batch-size``).
 A run's configuration is: the dataclass defaults, then the recipe file, then the flags given. Unknown
-recipe keys are errors, so a typo never silently falls back to a default.
+recipe keys are errors, so a typo never silently falls back to a default, and every value's type is
+checked against the field's (an integer is accepted for a float field). Recipes are read with YAML
+1.2's numbers: ``lr: 1e-3`` is the float 0.001 (YAML 1.1, PyYAML's default, reads it as a string).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +21,8 @@ from typing import Any
 
 import yaml
 
-DATASETS = ("shapes", "cifar100", "imagenet")
+from ..data.factory import DATASET_NAMES
+
 LR_SCHEDULES = ("step", "multistep", "cosine", "constant")
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -80,8 +84,10 @@ class TrainConfig:
     tensorboard: bool = True
 
     def validate(self) -> TrainConfig:
-        """Raise ValueError for any value out of range; return self."""
-        _choice("dataset", self.dataset, DATASETS)
+        """Raise ValueError for any value of the wrong type or out of range; return self."""
+        for name in FIELDS:
+            setattr(self, name, _checked_type(name, getattr(self, name)))
+        _choice("dataset", self.dataset, DATASET_NAMES)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("amp", self.amp, AMP_MODES)
@@ -114,12 +120,24 @@ class TrainConfig:
             raise ValueError(
                 f"lr_milestones must be a list of fractions of the epochs in (0, 1), got {self.lr_milestones!r}"
             )
-        if not isinstance(self.model_kwargs, dict):
-            raise ValueError(f"model_kwargs must be a mapping, got {self.model_kwargs!r}")
         if self.dataset in ("cifar100", "imagenet") and not self.data_dir:
             raise ValueError(f"dataset {self.dataset!r} needs --data-dir (the folder with the data), got none")
         if self.download and self.dataset != "cifar100":
             raise ValueError(f"--download is only available for cifar100, not {self.dataset!r}")
+        if "num_classes" in self.model_kwargs:
+            raise ValueError(
+                "model_kwargs may not set num_classes: the classifier's size comes from the data set's classes"
+            )
+        if self.dataset == "shapes" and self.data_dir is not None:
+            raise ValueError(
+                f"--data-dir {self.data_dir} does not apply to the built-in shapes data set (it is generated, "
+                "see --train-samples and --data-seed); drop --data-dir, or choose --dataset cifar100 or imagenet"
+            )
+        if self.run_name is not None and not _is_plain_name(self.run_name):
+            raise ValueError(
+                f"run_name must be a plain folder name (the run is written to <output_dir>/<run_name>), got "
+                f"{self.run_name!r}; use --output-dir to choose where runs go"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,6 +149,29 @@ def _choice(name: str, value, choices) -> None:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
+def _is_plain_name(name: str) -> bool:
+    """One path component, not ``.`` or ``..``: it cannot lead outside the folder it is joined to."""
+    return bool(name) and name not in (".", "..") and Path(name).name == name and "\\" not in name
+
+
+def _checked_type(name: str, value):
+    """``value`` if it has field ``name``'s type (an int for a float field becomes a float); else ValueError."""
+    hint = _HINTS[name]
+    allowed = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    optional = type(None) in typing.get_args(hint)
+    base = allowed[0]
+    if value is None and optional:
+        return value
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, base) and not (base is int and isinstance(value, bool)):
+        return value
+    kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping"}[base] + (" or null" if optional else "")  # fmt: skip
+    hint_text = " (quoted in the YAML file? write numbers without quotes)" if isinstance(value, str) else ""
+    raise ValueError(f"{name} must be {kind}, got {value!r} of type {type(value).__name__}{hint_text}")
+
+
 def _positive(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -138,6 +179,22 @@ def _positive(name: str, value) -> None:
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats: ``1e-3`` and ``5E4`` are numbers, not strings."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),  # the exponent forms YAML 1.1 lacks
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str):
+    """A recipe, or a flag's list/mapping value, read with YAML 1.2's numbers."""
+    return yaml.load(text, Loader=_Yaml12Loader)
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -162,7 +219,10 @@ def read_recipe(name_or_path: str | Path) -> dict[str, Any]:
                 f"recipe {name_or_path!r} is neither a shipped recipe {recipe_names()} nor a YAML file"
             )
         text = path.read_text()
-    values = yaml.safe_load(text) or {}
+    try:
+        values = load_yaml(text) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"recipe {where} is not valid YAML: {err}") from err
     if not isinstance(values, dict):
         raise ValueError(f"recipe {where}: expected a mapping of keys to values, got {type(values).__name__}")
     unknown = sorted(set(values) - set(FIELDS))
@@ -204,13 +264,14 @@ def _parse_value(name: str):
         if text.lower() in ("none", "null") and type(None) in typing.get_args(hint):
             return None
         if base in (list, dict):
-            value = yaml.safe_load(text)
+            try:
+                value = load_yaml(text)
+            except yaml.YAMLError:
+                value = None
             if not isinstance(value, base):
                 raise argparse.ArgumentTypeError(f"expected a YAML {base.__name__}, got {text!r}")
             return value
-        if base is bool:  # not reached: bools use --flag/--no-flag
-            raise argparse.ArgumentTypeError(text)
-        try:
+        try:  # int, float or str (booleans have --flag / --no-flag instead)
             return base(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {base.__name__}, got {text!r}") from None

@@ -8,6 +8,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..atomic import atomic_write
+
 
 def plot_curves(
     histories: Mapping[str, Sequence[Mapping[str, float]]],
@@ -46,6 +48,6 @@ def plot_curves(
     ax.legend(fontsize=8)
     fig.tight_layout()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        with atomic_write(path) as f:
+            fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png")
     return fig

@@ -55,11 +55,6 @@ def init_distributed(device_preference: str = "auto") -> DistContext:
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
-def cleanup(ctx: DistContext) -> None:
-    if ctx.distributed and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()

@@ -9,10 +9,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .distributed import DistContext
+from .distributed import DistContext, all_reduce_sum
 from .metrics import ErrorMeter
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Optimizer steps between two reads of the non-finite-loss flag. The flag stays on the device, so a
+# step does not wait for the GPU to finish; a diverged run is stopped at most this many steps late.
+FINITE_CHECK_EVERY = 50
 
 
 def autocast(device: torch.device, amp: str):
@@ -43,32 +46,48 @@ def train_one_epoch(
     progress: bool = True,
     desc: str = "train",
 ) -> dict[str, float]:
-    """``steps`` optimizer steps over ``loader``; loss and top-1/top-5 error of the (augmented) batches."""
+    """``steps`` optimizer steps over ``loader``; loss and top-1/top-5 error of the (augmented) batches.
+
+    A non-finite loss raises FloatingPointError naming the first step it occurred at; the check reads
+    the device every ``FINITE_CHECK_EVERY`` steps and at the end of the epoch (no host sync per step).
+    """
     model.train()
     meter = ErrorMeter()
-    bar = tqdm(total=steps, desc=desc, leave=False, dynamic_ncols=True, disable=not (progress and ctx.is_main))
-    for step, (images, targets) in enumerate(loader):
-        if step >= steps:
-            break
-        images, targets = _to_device(images, targets, ctx.device, channels_last)
-        with autocast(ctx.device, amp):
-            logits = model(images)
-            loss = criterion(logits, targets)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"{desc}: the loss became {float(loss)} at step {step}; lower --lr or check the data"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        meter.update(loss, logits, targets)
-        bar.update(1)
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}")
-    bar.close()
+    show = progress and ctx.is_main
+    first_bad = torch.full((), -1, dtype=torch.long, device=ctx.device)  # first step with a non-finite loss
+    with tqdm(total=steps, desc=desc, leave=False, dynamic_ncols=True, disable=not show) as bar:
+        for step, (images, targets) in enumerate(loader):
+            if step >= steps:
+                break
+            images, targets = _to_device(images, targets, ctx.device, channels_last)
+            with autocast(ctx.device, amp):
+                logits = model(images)
+                loss = criterion(logits, targets)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            meter.update(loss, logits, targets)
+            bar.update(1)
+            if (step + 1) % FINITE_CHECK_EVERY == 0:
+                _check_finite(first_bad, ctx, desc)
+            if show and step % 10 == 0:  # reading the loss waits for the device: only for the bar
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}")
+    _check_finite(first_bad, ctx, desc)
     return meter.result(ctx)
+
+
+def _check_finite(first_bad: torch.Tensor, ctx: DistContext, desc: str) -> None:
+    """Raise FloatingPointError when some process saw a non-finite loss (every process raises alike)."""
+    bad = all_reduce_sum((first_bad >= 0).reshape(1), ctx)
+    if bad.item() > 0:
+        step = int(first_bad)
+        where = f"at step {step}" if step >= 0 else "in another process"
+        raise FloatingPointError(
+            f"{desc}: the loss became non-finite (inf or nan) {where}; lower --lr or check the data"
+        )
 
 
 @torch.inference_mode()
@@ -87,11 +106,12 @@ def evaluate(
     model.eval()
     meter = ErrorMeter()
     total = len(loader) if hasattr(loader, "__len__") else None
-    for images, targets in tqdm(
+    with tqdm(
         loader, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not (progress and ctx.is_main)
-    ):
-        images, targets = _to_device(images, targets, ctx.device, channels_last)
-        with autocast(ctx.device, amp):
-            logits = model(images)
-        meter.update(criterion(logits.float(), targets), logits, targets)
+    ) as batches:
+        for images, targets in batches:
+            images, targets = _to_device(images, targets, ctx.device, channels_last)
+            with autocast(ctx.device, amp):
+                logits = model(images)
+            meter.update(criterion(logits.float(), targets), logits, targets)
     return meter.result(ctx)

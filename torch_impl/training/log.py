@@ -7,12 +7,13 @@ the completed epochs, once each. TensorBoard events of epochs after the resumed 
 from __future__ import annotations
 
 import csv
-import os
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..atomic import write_text
 from .curves import plot_curves
 
 CSV_NAME, CURVE_NAME, TB_DIR = "metrics.csv", "curve.png", "tensorboard"
@@ -59,26 +60,34 @@ class RunLog:
         if self.run_dir is None:
             return
         self._write_csv(history)
-        plot_curves(
-            {self.title or "run": history},
-            self.run_dir / CURVE_NAME,
-            title=f"{self.title}: top-1 error",
-            chance=self.chance,
-        )
+        self._plot(history)
         if self.writer is not None:
             for key in COLUMNS[1:]:
                 group = "train" if key.startswith("train") else "val" if key.startswith("val") else "misc"
                 self.writer.add_scalar(f"{group}/{key}", row[key], row["epoch"])
             self.writer.flush()
 
+    def write_history(self, history: Sequence[Mapping[str, float]]) -> None:
+        """Rewrite metrics.csv and the curve from ``history`` (a resume's repair after a kill)."""
+        if self.active and self.run_dir is not None:
+            self._write_csv(history)
+            if history:
+                self._plot(history)
+
+    def _plot(self, history: Sequence[Mapping[str, float]]) -> None:
+        plot_curves(
+            {self.title or "run": history},
+            self.run_dir / CURVE_NAME,
+            title=f"{self.title}: top-1 error",
+            chance=self.chance,
+        )
+
     def _write_csv(self, history: Sequence[Mapping[str, float]]) -> None:
-        path = self.run_dir / CSV_NAME
-        tmp = path.with_name(f".{CSV_NAME}.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(history)
-        os.replace(tmp, path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+        write_text(self.run_dir / CSV_NAME, text.getvalue())
 
     def close(self) -> None:
         if self.writer is not None:

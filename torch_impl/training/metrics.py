@@ -22,11 +22,6 @@ def topk_hits(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] =
     return torch.stack([hit[:, : min(k, k_max)].any(dim=1).sum() for k in ks])
 
 
-def topk_error(logits: torch.Tensor, targets: torch.Tensor, k: int = 1) -> float:
-    """Top-k error in percent of one batch."""
-    return 100.0 * (1 - float(topk_hits(logits, targets, (k,))[0]) / targets.shape[0])
-
-
 class ErrorMeter:
     """Sums loss and top-1/top-5 hits over batches on the batches' device (no host sync per step);
     ``result()`` reduces over all processes."""

@@ -9,30 +9,34 @@ The command line (``python -m torch_impl.train``) and notebooks call the same fu
 Under torchrun every process calls ``run``; rank 0 writes the run folder::
 
     runs/<run_name>/  last.pth  best.pth  metrics.csv  curve.png  tensorboard/  config.yaml
+
+Every file is written atomically. At the end of an epoch last.pth is written first (it is what a
+resume continues from), then best.pth, then metrics.csv and the curve; a resume brings best.pth and
+metrics.csv back in line with last.pth, so after a kill at any moment and a resume the three agree.
+Ctrl-C or SIGTERM raise ``TrainingInterrupted``, whose message says how to resume.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..atomic import remove_stale_temporaries, write_bytes, write_text
 from ..data import build_dataset
 from ..models import create_model
 from . import checkpoint as ckpt
 from .config import TrainConfig, make_config
 from .distributed import DistContext, ShardSampler, barrier, broadcast_object, init_distributed
 from .engine import evaluate, train_one_epoch
-from .log import RunLog
+from .log import CSV_NAME, CURVE_NAME, RunLog
 from .optim import build_optimizer, build_scheduler
 from .seeding import configure_determinism, derive_seed, restore_determinism, rng_state, seed_everything, set_rng_state
 
@@ -47,7 +51,6 @@ class RunResult:
     run_dir: Path | None
     wall_time_s: float
     num_classes: int
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def final(self) -> dict[str, float]:
@@ -69,8 +72,26 @@ def default_workers(world_size: int = 1) -> int:
     return 0 if cores <= 2 else min(8, max(1, cores // max(local, 1) - 1))
 
 
+CONFIG_NAME = "config.yaml"
+RUN_FILES = (ckpt.LAST, ckpt.BEST, CSV_NAME, CURVE_NAME, CONFIG_NAME)  # what rank 0 writes atomically
+FOLDER_KEYS = ("output_dir", "run_name")  # where a new run goes; a resumed run stays in its folder
+
+
+def check_resume_folder(resume: str | Path, given: dict) -> None:
+    """Refuse ``output_dir`` / ``run_name`` given with ``resume``: a resumed run continues in its own folder."""
+    asked = sorted(k for k in FOLDER_KEYS if k in given)
+    if asked:
+        folder = ckpt.resolve_checkpoint_path(resume).parent
+        flags = " and ".join("--" + k.replace("_", "-") for k in asked)
+        raise ValueError(
+            f"{flags} cannot be used with --resume: a resumed run continues in its checkpoint's folder {folder}; "
+            "to continue elsewhere, copy that folder and resume the copy"
+        )
+
+
 def config_for_resume(resume: str | Path, **overrides) -> TrainConfig:
     """The checkpoint's own configuration with ``overrides`` on top, so ``--resume DIR`` alone suffices."""
+    check_resume_folder(resume, overrides)
     state = ckpt.load_checkpoint(resume)
     saved = {k: v for k, v in state["config"].items() if k not in ("resume", "stop_after_epochs")}
     return make_config(saved, **overrides, resume=str(resume))
@@ -82,6 +103,8 @@ def run(config: str | Path | Mapping | TrainConfig | None = None, **overrides) -
     if config is None and overrides.get("resume"):
         cfg = config_for_resume(**overrides)
     else:
+        if overrides.get("resume"):
+            check_resume_folder(overrides["resume"], overrides)
         cfg = make_config(config, **overrides)
     owns_group = not torch.distributed.is_initialized()
     ctx = init_distributed(cfg.device)
@@ -107,7 +130,10 @@ def _run_dir(cfg: TrainConfig, ctx: DistContext) -> Path | None:
         return None
     run_dir = None
     if ctx.is_main:
-        base = Path(cfg.output_dir) / (cfg.run_name or f"{cfg.recipe}-{cfg.model}")
+        name = cfg.run_name or f"{cfg.recipe}-{cfg.model}"
+        base = Path(cfg.output_dir).expanduser() / name
+        if Path(name).name != name or name in (".", ".."):  # run_name is checked; the recipe name may not be
+            raise ValueError(f"the run's folder name {name!r} must be a plain name; give --run-name")
         run_dir, n = base, 1
         while run_dir.exists() and any(run_dir.iterdir()):
             n += 1
@@ -116,7 +142,17 @@ def _run_dir(cfg: TrainConfig, ctx: DistContext) -> Path | None:
     return broadcast_object(run_dir, ctx)
 
 
-def _loaders(cfg: TrainConfig, ctx: DistContext):
+@dataclass
+class _Loaders:
+    train_set: Dataset
+    train: DataLoader
+    sampler: DistributedSampler
+    generator: torch.Generator  # re-seeded every epoch; seeds the loader's worker processes
+    val: DataLoader
+    steps: int  # optimizer steps per epoch
+
+
+def _loaders(cfg: TrainConfig, ctx: DistContext) -> _Loaders:
     if cfg.batch_size % ctx.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({ctx.world_size})")
     common = dict(data_dir=cfg.data_dir, image_size=cfg.image_size, data_seed=cfg.data_seed)
@@ -153,17 +189,46 @@ def _loaders(cfg: TrainConfig, ctx: DistContext):
             f"the training set ({len(train_set)} images, {len(sampler)} per process) is smaller than one batch "
             f"({batch} per process): lower --batch-size or use more data"
         )
-    return train_set, train_loader, sampler, generator, val_loader, steps
+    return _Loaders(train_set, train_loader, sampler, generator, val_loader, steps)
 
 
-def _run(cfg: TrainConfig, ctx: DistContext) -> RunResult:
-    start = time.perf_counter()
+@dataclass
+class _Setup:
+    """Everything the epoch loop works with, built (and restored from a checkpoint) by ``_build``."""
+
+    net: nn.Module  # the network itself
+    model: nn.Module  # what runs the batches: net, or its DDP / compiled wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    loaders: _Loaders
+    run_dir: Path | None
+    log: RunLog
+    num_classes: int
+    history: list[dict[str, float]]
+    saved_epoch: int  # the epochs last.pth holds (0: none yet)
+
+
+def _check_model(cfg: TrainConfig) -> None:
+    """Build the network on the meta device (no memory, no time): a bad name or option fails before any data."""
+    with torch.device("meta"):
+        create_model(cfg.model, **cfg.model_kwargs)
+
+
+def _build(cfg: TrainConfig, ctx: DistContext) -> _Setup:
     seed_everything(cfg.seed)  # same on every rank: identical initial weights
+    _check_model(cfg)
     state = ckpt.load_checkpoint(cfg.resume) if cfg.resume else None
     run_dir = _run_dir(cfg, ctx)
+    if state is not None and ctx.is_main:
+        stale = remove_stale_temporaries(run_dir, RUN_FILES)
+        if stale:
+            print(f"removed {len(stale)} temporary file(s) of a save that was killed: "
+                  f"{[p.name for p in stale]}", flush=True)  # fmt: skip
 
-    train_set, train_loader, sampler, generator, val_loader, steps = _loaders(cfg, ctx)
-    num_classes = len(train_set.classes)
+    loaders = _loaders(cfg, ctx)
+    num_classes = len(loaders.train_set.classes)
     net = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
     if state is not None:
         ckpt.check_architecture(state, cfg.model, cfg.model_kwargs, num_classes, where=str(cfg.resume))
@@ -182,9 +247,8 @@ def _run(cfg: TrainConfig, ctx: DistContext) -> RunResult:
         model = torch.compile(model)
 
     optimizer = build_optimizer(net, cfg)
-    scheduler = build_scheduler(optimizer, cfg, steps)
+    scheduler = build_scheduler(optimizer, cfg, loaders.steps)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.amp == "fp16")
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history: list[dict[str, float]] = []
     start_epoch = 0
     if state is not None:
@@ -198,78 +262,138 @@ def _run(cfg: TrainConfig, ctx: DistContext) -> RunResult:
     title = f"{cfg.model} on {cfg.dataset}"
     log = RunLog(run_dir, ctx.is_main, cfg.tensorboard, start_epoch, title, chance=100.0 * (1 - 1 / num_classes))
     if ctx.is_main and run_dir is not None:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_text(run_dir / CONFIG_NAME, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if state is not None:
+            _repair_run_folder(run_dir, state, log)
     log.info(
         f"{cfg.recipe}: {cfg.model} ({sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters) on {cfg.dataset} "
-        f"({len(train_set)} train / {len(val_loader.dataset)} val images, {num_classes} classes), "
-        f"{ctx.world_size} process(es) on {ctx.device.type}, {steps} steps/epoch"
+        f"({len(loaders.train_set)} train / {len(loaders.val.dataset)} val images, {num_classes} classes), "
+        f"{ctx.world_size} process(es) on {ctx.device.type}, {loaders.steps} steps/epoch"
         + (f", resuming after epoch {start_epoch}" if start_epoch else "")
         + (f"; outputs in {run_dir}" if run_dir else "")
     )
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    return _Setup(net, model, optimizer, scheduler, scaler, criterion, loaders, run_dir, log, num_classes,
+                  history, start_epoch)  # fmt: skip
 
-    best = min((r["val_top1_err"] for r in history), default=float("inf"))
+
+def _best_epoch(history: list[dict[str, float]]) -> int | None:
+    """The epoch of the lowest validation top-1 error (the first, on a tie), as RunResult.best."""
+    return min(history, key=lambda r: r["val_top1_err"])["epoch"] if history else None
+
+
+def _repair_run_folder(run_dir: Path, state: dict, log: RunLog) -> None:
+    """Make best.pth and metrics.csv agree with last.pth after a kill between their writes.
+
+    Each epoch writes last.pth, then best.pth (when the epoch is the best so far), then metrics.csv.
+    A kill between the first two leaves best.pth an epoch behind; that best epoch is then last.pth's.
+    """
+    history = list(state["history"])
+    best_epoch, best_path = _best_epoch(history), run_dir / ckpt.BEST
+    held = ckpt.load_checkpoint(best_path)["epoch"] if best_path.is_file() else None
+    if best_epoch is not None and held != best_epoch:
+        if best_epoch == state["epoch"]:  # killed between last.pth and best.pth: last.pth is the best epoch
+            ckpt.save_checkpoint(state, best_path)
+            log.info(f"{ckpt.BEST} updated to epoch {best_epoch} (the run was stopped before writing it)")
+        else:  # not left by a kill: the folder was changed by hand
+            log.info(
+                f"warning: {best_path} holds epoch {held}, not the best epoch {best_epoch} of {ckpt.LAST}, and "
+                "cannot be rebuilt from it"
+            )
+    log.write_history(history)
+
+
+def _save_epoch(setup: _Setup, cfg: TrainConfig, epoch: int) -> None:
+    """Rank 0: last.pth (the commit point of the epoch), then best.pth if the epoch is the best so far."""
+    net, history = setup.net, setup.history
+    state = {
+        "model_name": cfg.model, "model_kwargs": dict(cfg.model_kwargs), "num_classes": setup.num_classes,
+        "model": net.state_dict(), "optimizer": setup.optimizer.state_dict(),
+        "scheduler": setup.scheduler.state_dict(),
+        "scaler": setup.scaler.state_dict() if setup.scaler.is_enabled() else None,
+        "epoch": epoch, "rng": rng_state(), "config": cfg.to_dict(), "history": history,
+        "classes": list(setup.loaders.train_set.classes),
+    }  # fmt: skip
+    encoded = ckpt.encode_checkpoint(state)  # serialised and checksummed once for both files
+    write_bytes(setup.run_dir / ckpt.LAST, encoded)
+    setup.saved_epoch = epoch
+    if _best_epoch(history) == epoch:
+        write_bytes(setup.run_dir / ckpt.BEST, encoded)
+
+
+def _train_epochs(setup: _Setup, cfg: TrainConfig, ctx: DistContext) -> None:
+    """The epoch loop: train, evaluate, record, save; from the restored epoch to ``cfg.epochs``."""
+    loaders, log = setup.loaders, setup.log
     epochs_here = 0
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            if cfg.stop_after_epochs is not None and epochs_here >= cfg.stop_after_epochs:
-                log.info(
-                    f"stopping after {epochs_here} epoch(s) as asked"
-                    + (f"; continue with --resume {run_dir}" if run_dir else "")
-                )
-                break
-            t0 = time.perf_counter()
-            epoch_seed = derive_seed(cfg.seed, epoch, ctx.rank)
-            seed_everything(epoch_seed)
-            generator.manual_seed(epoch_seed)
-            sampler.set_epoch(epoch)
-            tag = f"epoch {epoch + 1}/{cfg.epochs}"
-            lr = optimizer.param_groups[0]["lr"]
-            train = train_one_epoch(
-                model,
-                train_loader,
-                steps,
-                optimizer,
-                scheduler,
-                scaler,
-                criterion,
-                ctx,
-                cfg.amp,
-                cfg.channels_last,
-                cfg.progress,
-                desc=f"train {tag}",
+    for epoch in range(setup.saved_epoch, cfg.epochs):
+        if cfg.stop_after_epochs is not None and epochs_here >= cfg.stop_after_epochs:
+            log.info(
+                f"stopping after {epochs_here} epoch(s) as asked"
+                + (f"; continue with --resume {setup.run_dir}" if setup.run_dir else "")
             )
-            val = evaluate(
-                model, val_loader, ctx, criterion, cfg.amp, cfg.channels_last, cfg.progress, desc=f"val {tag}"
-            )
-            history.append({
-                "epoch": epoch + 1, "lr": lr,
-                "train_loss": train["loss"], "train_top1_err": train["top1_err"],
-                "val_loss": val["loss"], "val_top1_err": val["top1_err"], "val_top5_err": val["top5_err"],
-                "epoch_time_s": time.perf_counter() - t0,
-            })  # fmt: skip
-            epochs_here += 1
-            if ctx.is_main and run_dir is not None:
-                state_now = {
-                    "model_name": cfg.model, "model_kwargs": dict(cfg.model_kwargs), "num_classes": num_classes,
-                    "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                    "epoch": epoch + 1, "rng": rng_state(), "config": cfg.to_dict(), "history": history,
-                    "classes": list(train_set.classes),
-                }  # fmt: skip
-                ckpt.save_checkpoint(state_now, run_dir / ckpt.LAST)
-                if history[-1]["val_top1_err"] < best:
-                    ckpt.save_checkpoint(state_now, run_dir / ckpt.BEST)
-            best = min(best, history[-1]["val_top1_err"])
-            log.epoch_end(history, cfg.epochs)
-            barrier(ctx)
-    finally:
-        log.close()
+            break
+        t0 = time.perf_counter()
+        epoch_seed = derive_seed(cfg.seed, epoch, ctx.rank)
+        seed_everything(epoch_seed)
+        loaders.generator.manual_seed(epoch_seed)
+        loaders.sampler.set_epoch(epoch)
+        tag = f"epoch {epoch + 1}/{cfg.epochs}"
+        lr = setup.optimizer.param_groups[0]["lr"]
+        train = train_one_epoch(
+            setup.model, loaders.train, loaders.steps, setup.optimizer, setup.scheduler, setup.scaler,
+            setup.criterion, ctx, cfg.amp, cfg.channels_last, cfg.progress, desc=f"train {tag}",
+        )  # fmt: skip
+        val = evaluate(
+            setup.model, loaders.val, ctx, setup.criterion, cfg.amp, cfg.channels_last, cfg.progress, desc=f"val {tag}"
+        )
+        setup.history.append({
+            "epoch": epoch + 1, "lr": lr,
+            "train_loss": train["loss"], "train_top1_err": train["top1_err"],
+            "val_loss": val["loss"], "val_top1_err": val["top1_err"], "val_top5_err": val["top5_err"],
+            "epoch_time_s": time.perf_counter() - t0,
+        })  # fmt: skip
+        epochs_here += 1
+        if ctx.is_main and setup.run_dir is not None:
+            _save_epoch(setup, cfg, epoch + 1)
+        log.epoch_end(setup.history, cfg.epochs)
+        barrier(ctx)
 
-    net.eval()
-    result = RunResult(cfg, history, net, run_dir, time.perf_counter() - start, num_classes)
-    if ctx.is_main and history:
+
+def _run(cfg: TrainConfig, ctx: DistContext) -> RunResult:
+    start = time.perf_counter()
+    setup = _build(cfg, ctx)
+    try:
+        _train_epochs(setup, cfg, ctx)
+    except KeyboardInterrupt as err:
+        raise TrainingInterrupted(setup.run_dir, setup.saved_epoch, cfg.epochs, ctx.is_main, _signal_name(err)) from err
+    finally:
+        setup.log.close()
+    setup.net.eval()
+    result = RunResult(cfg, setup.history, setup.net, setup.run_dir, time.perf_counter() - start, setup.num_classes)
+    if ctx.is_main and setup.history:
         print(summary_line(result), flush=True)
     return result
+
+
+def _signal_name(err: KeyboardInterrupt) -> str:
+    name = err.args[0] if err.args and isinstance(err.args[0], str) else ""
+    return name if name.startswith("SIG") else "SIGINT"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C, SIGTERM); ``str()`` says what was saved and how to continue."""
+
+    def __init__(self, run_dir: Path | None, saved_epoch: int, epochs: int, is_main: bool, signal_name: str):
+        self.run_dir, self.saved_epoch, self.is_main, self.signal_name = run_dir, saved_epoch, is_main, signal_name
+        if run_dir is None:
+            what = "nothing was saved (output_dir is None)"
+        elif saved_epoch == 0:
+            what = f"no epoch was completed, nothing to resume; start again (the folder {run_dir} can be deleted)"
+        else:
+            what = (
+                f"epoch {saved_epoch}/{epochs} is saved; continue with: python -m torch_impl.train --resume {run_dir}"
+            )
+        super().__init__(f"interrupted by {signal_name}: {what}")
 
 
 def summary_line(result: RunResult) -> str:
@@ -278,5 +402,6 @@ def summary_line(result: RunResult) -> str:
         f"{cfg.recipe}: {cfg.model} on {cfg.dataset}, {last['epoch']}/{cfg.epochs} epochs, {result.wall_time_s:.1f} s: "
         f"val top-1 error {last['val_top1_err']:.2f}% (chance {result.chance_top1_err:.2f}%), "
         f"top-5 error {last['val_top5_err']:.2f}%; best top-1 error {best['val_top1_err']:.2f}% at epoch {best['epoch']}"
+        + (f" ({ckpt.BEST})" if result.run_dir else "")
         + (f"; outputs in {result.run_dir}" if result.run_dir else "")
     )

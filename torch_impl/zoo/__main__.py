@@ -7,31 +7,17 @@ seconds on a CPU), prints the comparison, and writes it as Markdown.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from tqdm import tqdm
-
-from .compare import compare_row
+from ..atomic import remove_stale_temporaries, write_text
+from ..cli import exit_on_user_error
+from .compare import compare_tables
 from .paper import PAPER_TABLES, get_table
 from .report import to_markdown, to_text
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path``, then rename: readers never see half a table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m torch_impl.zoo",
@@ -45,11 +31,14 @@ def main(argv: list[str] | None = None) -> int:
         tables = PAPER_TABLES if args.tables is None else tuple(get_table(n) for n in args.tables)
     except ValueError as e:
         parser.error(str(e))
-    rows = [(t, r) for t in tables for r in t.rows]
-    results = [compare_row(t, r) for t, r in tqdm(rows, desc="measuring", unit="row", file=sys.stderr)]
+    if not args.no_write and args.output.is_dir():
+        parser.error(f"--output {args.output} is a folder; give the file to write, e.g. {args.output / 'zoo.md'}")
+    print(f"measuring {sum(len(t.rows) for t in tables)} rows of {len(tables)} table(s) ...", file=sys.stderr)
+    results = compare_tables(tables)
     print(to_text(results), end="")
     if not args.no_write:
-        write_atomically(args.output, to_markdown(results))
+        remove_stale_temporaries(args.output.parent, [args.output.name])  # left by a killed earlier write
+        write_text(args.output, to_markdown(results))
         print(f"\nwrote {args.output}")
     return 0
 

@@ -92,7 +92,7 @@ def _pass_through(x: torch.Tensor) -> torch.Tensor:
 
 
 def as_written(model: nn.Module) -> nn.Module:
-    """Switch every 3D-AFF module to ``impl="reference"``: the equations' arithmetic, as the paper counts it.
+    """Every 3D-AFF module to ``impl="straightforward"``: the equations' arithmetic, as the paper counts it.
 
     The default ``"fast"`` implementation computes the same function with fewer MACs (it never
     runs the first F_ex convolution over a C x H x W map), so counting it would not measure the
@@ -100,5 +100,5 @@ def as_written(model: nn.Module) -> nn.Module:
     """
     for m in model.modules():
         if isinstance(m, AFF3D):
-            m.impl = "reference"
+            m.impl = "straightforward"
     return model

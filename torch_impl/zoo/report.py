@@ -18,7 +18,7 @@ CONVENTIONS = f"""\
   from `torch.utils.flop_counter.FlopCounterMode` (its FLOPs / 2). It counts convolutions and matrix
   products only, not BN, ReLU, pooling, sigmoid or element-wise products. `(+x)` is the increase over
   the plain ResNet of the same depth. 3D-AFF is counted as its equations are written
-  (`impl="reference"`); the default fast implementation computes the same function with fewer MACs.
+  (`impl="straightforward"`); the default fast implementation computes the same function with fewer MACs.
 - **{YES} / {NO}**: whether our value reproduces the printed cell: within {PARAMS_TOLERANCE_M}M parameters;
   for FLOPs, the increase over the plain ResNet within {FLOPS_TOLERANCE_G}G (the absolute value for the
   plain ResNets themselves), because the paper does not say what its counter includes.

@@ -1,0 +1,69 @@
+"""The benchmark's further sections: MAC counts, the table-gate routing, and a smoke run of each.
+
+The timings are not checked (a shared machine), only that the sections run, agree with their
+files, and that the arithmetic they report is counted right.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from torch_impl import benchmark, benchmark_sections
+from torch_impl.attention import AFF3D
+from torch_impl.models.registry import create_model
+
+
+@pytest.mark.parametrize("design", ["aff3d", "aff3d_sum", "mc_r+ms_r", "mc_rs+ms_rs", "parallel_sum", "mc_r"])
+def test_straightforward_macs_are_what_torch_counts(design):
+    m = AFF3D(32, design, impl="straightforward", reduction=4, kernel_size=3).eval()
+    U = torch.zeros(1, 32, 6, 5)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        m(U, U)
+    assert benchmark_sections.module_macs(m.design, 32, 6, 5, "straightforward") == fc.get_total_flops() // 2
+
+
+def test_resnet50_floor_of_each_path():
+    """The table takes 3D-AFF's extra MACs over ResNet-50 from about 0.31 G to about 0.11 G."""
+    import torchvision
+
+    base = benchmark_sections.network_macs(torchvision.models.resnet50(), 224)["network"]
+    extra = benchmark_sections.network_macs(create_model("aff3d_resnet50"), 224)
+    assert 4.0e9 < base < 4.2e9
+    straight, fast, table = (extra[f"aff3d_{p}"] for p in ("straightforward", "fast", "table"))
+    assert table < fast < straight
+    assert 1.02 < (base + table) / base < 1.035  # the table gate's arithmetic floor, about 1.03x
+    assert 1.06 < (base + fast) / base < 1.09
+
+
+def test_routed_network_equals_the_fast_one_in_training(randomize_bn):
+    torch.manual_seed(0)
+    ref = randomize_bn(create_model("aff3d_resnet20_cifar", num_classes=8), 1).double()
+    routed = create_model("aff3d_resnet20_cifar", num_classes=8).double()
+    routed.load_state_dict(ref.state_dict())
+    assert benchmark_sections.use_table_gate(routed) == 6
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    y_ref, y = ref.train()(x), routed.train()(x)
+    assert float((y - y_ref).detach().abs().max()) < 1e-10
+    g = torch.autograd.grad(y.square().sum(), list(routed.parameters()))
+    g_ref = torch.autograd.grad(y_ref.square().sum(), list(ref.parameters()))
+    assert max(float((a - b).abs().max()) for a, b in zip(g, g_ref)) < 1e-10
+
+
+def test_sections_smoke_run(tmp_path):
+    out = tmp_path / "bench"
+    res = benchmark.main(["--sections", "small,table,detection", "--quick", "--reps", "1", "--image-size", "32",
+                          "--cpu-batch", "2", "--out", str(out)])
+    for name in ("small", "table", "detection"):
+        assert json.loads((tmp_path / f"bench_{name}.json").read_text()) == json.loads(json.dumps(res[name]))
+    small = res["small"]
+    assert small["step_ratio"]["resnet20_cifar_nhwc"] == 1.0 and len(small["step_ms"]) == 8
+    assert small["load_average_before"] is not None
+    assert res["table"]["table_vs_fast_max_abs_diff"] < 1e-3
+    md = (tmp_path / "bench.md").read_text()
+    assert "CPU training step, small networks" in md and "Table gate" in md and "Detection backbone" in md
+    if res["detection"].get("skipped"):
+        assert "detectron2" in res["detection"]["skipped"]

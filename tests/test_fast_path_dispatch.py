@@ -1,0 +1,285 @@
+"""The fast path's dispatch: which route a call takes, the inference cache and when it is dropped,
+the ``impl`` switch, and norms other than nn.BatchNorm2d (frozen BN folds, others are said)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from torch_impl.attention import AFF3D
+from torch_impl.attention import aff3d_fast as fast
+from torch_impl.models import Bottleneck
+
+TOL = 1e-10
+F64 = torch.float64
+
+
+def _twins(randomize_bn, design="aff3d", seed=0):
+    torch.manual_seed(seed)
+    fast_m = randomize_bn(AFF3D(8, design, reduction=2), seed).double()
+    ref_m = AFF3D(8, design, impl="straightforward", reduction=2).double()
+    ref_m.load_state_dict(fast_m.state_dict())
+    return fast_m, ref_m
+
+
+def _pair(seed=0, n=2, c=8, h=5, w=6):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, h, w, generator=g, dtype=F64), torch.randn(n, c, h, w, generator=g, dtype=F64)
+
+
+def _diff(a, b) -> float:
+    return float((a.detach() - b.detach()).abs().max())
+
+
+def _route(m, U, X, norm=None) -> str:
+    return fast.choose_route(m, U, X, norm).name
+
+
+# --------------------------------------------------------------------------------------------
+# Routes
+# --------------------------------------------------------------------------------------------
+
+
+def test_each_route_is_taken_where_the_table_says(randomize_bn):
+    m, _ = _twins(randomize_bn)
+    U, X = _pair()
+    m.eval()
+    with torch.no_grad():
+        assert _route(m, U, X) == "folded"
+    assert _route(m, U, X) == "fused_tail"  # grad mode: the parameters require gradients
+    m.requires_grad_(False)
+    assert _route(m, U, X) == "folded"  # a frozen module in grad mode ...
+    assert _route(m, U.requires_grad_(), X) == "fused_tail"  # ... until the input requires one
+    U = U.detach()
+    m.requires_grad_(True)
+    m.train()
+    with torch.no_grad():
+        assert _route(m, U, X) == "autograd"  # batch statistics, no gradient
+    assert _route(m, U, X) == "fused_tail"  # the parameters require gradients
+    assert _route(m, U[:0], X[:0]) == "straightforward"
+    assert _route(AFF3D(8, "mc_r", reduction=2), U.float(), X.float()) == "vector_gate"
+    assert _route(AFF3D(8, "parallel_concat", reduction=2), U.float(), X.float()) == "vector_gate"
+    assert set(fast.ROUTES) == {"straightforward", "vector_gate", "table", "folded", "autograd", "fused_tail"}
+
+
+def test_routes_under_torch_compile_tracing(monkeypatch, randomize_bn):
+    """Tracing: no cache is stored, and no custom autograd Function (plain autograd)."""
+    m, ref = _twins(randomize_bn)
+    monkeypatch.setattr(fast, "tracing", lambda: True)
+    U, X = _pair(1)
+    m.train(), ref.train()
+    assert _route(m, U, X) == "autograd"
+    assert _diff(m(U, X), ref(U, X)) < TOL
+    m.eval(), ref.eval()
+    with torch.no_grad():
+        assert _diff(m(U, X), ref(U, X)) < TOL
+    assert m._folded is None
+
+
+# --------------------------------------------------------------------------------------------
+# The inference cache: built once, dropped explicitly
+# --------------------------------------------------------------------------------------------
+
+
+def test_inference_cache_is_built_once_and_reused(randomize_bn):
+    m, ref = _twins(randomize_bn)
+    m.eval(), ref.eval()
+    U, X = _pair(2)
+    with torch.no_grad():
+        assert _diff(m(U, X), ref(U, X)) < TOL
+        first = m._folded
+        assert first is not None and first.dtype == F64
+        m(U, X)
+        assert m._folded is first
+
+
+@pytest.mark.parametrize("change", ["train_eval", "load_state_dict", "to_dtype", "autograd_call", "clear_folded"])
+def test_inference_cache_is_dropped_by_what_changes_the_weights(change, randomize_bn):
+    m, ref = _twins(randomize_bn)
+    m.eval(), ref.eval()
+    U, X = _pair(3)
+    with torch.no_grad():
+        m(U, X)
+    new = randomize_bn(AFF3D(8, reduction=2), 5).double().state_dict()
+    if change == "load_state_dict":
+        m.load_state_dict(new)
+    else:
+        with torch.no_grad():  # an in-place edit, as an optimizer step makes
+            for name, t in m.state_dict().items():
+                t.copy_(new[name])
+        if change == "train_eval":
+            m.train().eval()
+        elif change == "to_dtype":
+            m.float().double()
+        elif change == "autograd_call":
+            m(U.requires_grad_(), X)  # (an optimizer step would come after a call like this)
+            U = U.detach()
+        else:
+            m.clear_folded()
+    ref.load_state_dict(new)
+    assert m._folded is None
+    with torch.no_grad():
+        assert _diff(m(U, X), ref(U, X)) < TOL
+
+
+def test_a_model_eval_drops_every_cache(randomize_bn):
+    torch.manual_seed(0)
+    block = randomize_bn(Bottleneck(32, 8, attn_layer=lambda c: AFF3D(c, reduction=4))).double().eval()
+    x = torch.randn(2, 32, 5, 5, dtype=F64)
+    with torch.no_grad():
+        block(x)
+    assert block.attn._folded is not None
+    block.train()
+    assert block.attn._folded is None
+
+
+# --------------------------------------------------------------------------------------------
+# impl
+# --------------------------------------------------------------------------------------------
+
+
+def test_impl_is_checked_whenever_it_is_set():
+    with pytest.raises(ValueError, match=r"AFF3D impl: expected one of \['fast', 'straightforward'\], got 'quick'"):
+        AFF3D(8, impl="quick")
+    m = AFF3D(8, reduction=2)
+    assert m.impl == "fast" and "impl=fast" in repr(m)
+    with pytest.raises(ValueError, match="got 'fats'"):
+        m.impl = "fats"
+    with pytest.raises(ValueError, match="got 'reference'"):  # "reference" names the NumPy package
+        m.impl = "reference"
+    assert m.impl == "fast"
+    m.impl = "straightforward"
+    assert "impl=straightforward" in repr(m)
+
+
+def test_block_tail_is_fused_only_on_the_fast_path():
+    block = Bottleneck(32, 8, attn_layer=lambda c: AFF3D(c, reduction=4))
+    assert block.fused_tail
+    block.attn.impl = "straightforward"
+    assert not block.fused_tail
+    assert not Bottleneck(32, 8).fused_tail
+
+
+# --------------------------------------------------------------------------------------------
+# Norms other than nn.BatchNorm2d
+# --------------------------------------------------------------------------------------------
+
+
+def _with_norms(m: AFF3D, make) -> AFF3D:
+    """Replace every BN of ``m`` by ``make(bn)`` (keeping its values)."""
+    for parent in [m.spatial, m.fex]:
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.BatchNorm2d):
+                setattr(parent, name, make(child))
+    return m
+
+
+def _frozen(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
+    f = FrozenBatchNorm2d(bn.num_features, eps=bn.eps).to(bn.weight.dtype)
+    f.load_state_dict({k: v for k, v in bn.state_dict().items() if k != "num_batches_tracked"})
+    return f
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_frozen_batch_norm_folds_like_inference_batch_norm(train, randomize_bn):
+    """Frozen BN (detectron2's COCO configs) is an affine map: the fast path, equal to the module's own."""
+    m, ref = _twins(randomize_bn)
+    _with_norms(m, _frozen), _with_norms(ref, _frozen)
+    m.train(train), ref.train(train)
+    U, X = _pair(4)
+    with torch.no_grad():
+        assert _route(m, U, X) == "folded"
+        assert _diff(m(U, X), ref(U, X)) < TOL
+    U.requires_grad_(), X.requires_grad_()
+    assert _route(m, U, X) == "fused_tail"
+    y, y_ref = m(U, X), ref(U, X)
+    assert _diff(y, y_ref) < TOL
+    dout = torch.randn_like(y)
+    g = torch.autograd.grad(y, [U, X, *m.parameters()], dout)
+    g_ref = torch.autograd.grad(y_ref, [U, X, *ref.parameters()], dout)
+    assert max(_diff(a, b) for a, b in zip(g, g_ref)) < TOL
+
+
+def test_sync_batch_norm_folds_in_eval_and_is_said_in_training(randomize_bn):
+    m, ref = _twins(randomize_bn)
+    _with_norms(m, lambda bn: nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(bn))[0])
+    U, X = _pair(5)
+    m.eval(), ref.eval()
+    with torch.no_grad():
+        assert _route(m, U, X) == "folded"
+        assert _diff(m(U, X), ref(U, X)) < TOL
+    m.train()
+    route = fast.choose_route(m, U, X)
+    assert route.name == "straightforward" and "across processes" in route.reason
+
+
+def test_group_norm_takes_the_straightforward_path_with_a_warning():
+    m = AFF3D(8, reduction=2).double()
+    _with_norms(m, lambda bn: nn.GroupNorm(1, bn.num_features).double())
+    ref = AFF3D(8, reduction=2, impl="straightforward").double()
+    _with_norms(ref, lambda bn: nn.GroupNorm(1, bn.num_features).double())
+    ref.load_state_dict(m.state_dict())
+    U, X = _pair(6)
+    with pytest.warns(UserWarning, match="straightforward path: GroupNorm normalises each sample"):
+        y = m(U, X)
+    assert _diff(y, ref(U, X)) < TOL
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ref(U, X)  # impl="straightforward" asked for it: nothing to say
+
+
+# --------------------------------------------------------------------------------------------
+# The table gate (attention/table_gate.py) in the dispatch
+# --------------------------------------------------------------------------------------------
+
+
+def test_training_on_channels_last_cpu_maps_takes_the_table_gate(randomize_bn):
+    """The table gate is the default where it measured faster: training, CPU, channels_last."""
+    m, ref = _twins(randomize_bn)
+    bn = randomize_bn(nn.BatchNorm2d(8), 3).double()
+    bn_ref = nn.BatchNorm2d(8).double()
+    bn_ref.load_state_dict(bn.state_dict())
+    U, X = (t.to(memory_format=torch.channels_last).requires_grad_() for t in _pair(7))
+    assert fast.choose_route(m, U, X, bn).name == "table"
+    y, y_ref = m.gate_add_relu(U, X, norm=bn), (ref(bn_ref(U), X) + X).relu()
+    assert _diff(y, y_ref) < TOL
+    dout = torch.randn_like(y)
+    g = torch.autograd.grad(y, [U, X, *m.parameters(), *bn.parameters()], dout)
+    g_ref = torch.autograd.grad(y_ref, [U, X, *ref.parameters(), *bn_ref.parameters()], dout)
+    assert max(_diff(a, b) for a, b in zip(g, g_ref)) < TOL
+    # the same maps in NCHW, or at inference, keep the product form
+    assert _route(m, U.detach().contiguous(), X.detach().contiguous()) == "fused_tail"
+    m.eval()
+    with torch.no_grad():
+        assert _route(m, U, X) == "folded"
+
+
+def test_without_the_compiled_pass_training_keeps_the_product_form(monkeypatch, randomize_bn):
+    monkeypatch.setenv("AFF3D_COMPILE", "0")
+    m, _ = _twins(randomize_bn)
+    U, X = (t.to(memory_format=torch.channels_last) for t in _pair(8))
+    assert _route(m, U, X) == "fused_tail"
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("design", ["aff3d", "parallel_concat"])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_the_output_takes_an_in_place_add_on_every_route(layout, design, train, randomize_bn):
+    """``out = attn(U, X_l); out += X_l`` (torchvision's and detectron2's block tail) on every route:
+    the output of the fast path is never a view an autograd Function made."""
+    m, ref = _twins(randomize_bn, design)
+    m.train(train), ref.train(train)
+    U, X = _pair(9)
+    if layout == "channels_last":
+        U, X = U.to(memory_format=torch.channels_last), X.to(memory_format=torch.channels_last)
+    U.requires_grad_()
+    y, y_ref = m(U, X), ref(U, X)
+    y += X
+    y_ref = y_ref + X
+    assert _diff(y, y_ref) < TOL
+    g, g_ref = torch.autograd.grad(y.sum(), U), torch.autograd.grad(y_ref.sum(), U)
+    assert _diff(g[0], g_ref[0]) < TOL

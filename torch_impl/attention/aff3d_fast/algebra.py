@@ -1,0 +1,151 @@
+"""The identities behind the fast 3D-AFF, one per function, each a pure function of tensors.
+
+Every identity is proved by a test in ``tests/test_fast_path.py`` (float64, 1e-10). Symbols as in
+the paper: U (N, C, H, W) the residual, X_l the shortcut, M_c the channel feature (eq. 4), M_s
+(N, 1, H, W) the spatial feature (eq. 5), M_3D = M_c (+) M_s (eq. 1), W_1 (C/d x C) and W_2
+(C x C/d) F_ex's convolutions (eq. 6), W' F_conv's k x k kernel (eq. 5).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from reference_numpy.designs import AFF3DDesign
+
+# ---------------------------------------------------------------------------------------------
+# Step 1: a convolution over a merged input is the sum of convolutions of its parts.
+# ---------------------------------------------------------------------------------------------
+
+
+def split_spatial_weight(weight: torch.Tensor, design: AFF3DDesign, channels: int):
+    """The weights W_U, W_X acting on U and on X_l, so conv(U (+) X_l, W') = conv(U, W_U) + conv(X_l, W_X).
+
+    weight: F_conv's (1, C_in, k, k). Concatenation: W_U, W_X = W'[:, :C], W'[:, C:] (the kernel is
+    linear in its input channels). Summation: both are W'. Residual-only spatial input: (W', None).
+    """
+    if design.spatial_input == "residual":
+        return weight, None
+    if design.merge == "concat":
+        return weight[:, :channels], weight[:, channels:]
+    return weight, weight
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 2: a one-output k x k convolution is k^2 one-by-one projections, then shifts:
+#     conv_k(x)[h, w] = sum_t T_t[h + dy - k//2, w + dx - k//2],   T_t = sum_c W[c, t] x[c]
+# ---------------------------------------------------------------------------------------------
+
+
+def tap_weights(weight: torch.Tensor) -> torch.Tensor:
+    """(1, C, k, k) -> (k^2, C): row t = dy * k + dx is the 1x1 filter of tap (dy, dx)."""
+    _, C, k, _ = weight.shape
+    return weight[0].permute(1, 2, 0).reshape(k * k, C)
+
+
+def spatial_taps(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """The projections T_t = sum_c taps[t, c] x[c], (N, C, H, W) -> (N, k^2, H, W), one product."""
+    N, C, H, W = x.shape
+    T = torch.matmul(taps.to(x.dtype), x.flatten(2))
+    return T.view(N, taps.shape[0], H, W)
+
+
+def shift_kernel(k: int, like: torch.Tensor) -> torch.Tensor:
+    """The (1, k^2, k, k) one-hot kernel E with E[0, t, dy, dx] = 1 where t = dy * k + dx."""
+    return torch.eye(k * k, dtype=like.dtype, device=like.device).view(1, k * k, k, k)
+
+
+def shift_sum(T: torch.Tensor, k: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The shifts: sum_t T_t[h + dy - k//2, w + dx - k//2] (zero outside), (N, k^2, H, W) -> (N, 1, H, W).
+
+    A convolution with the one-hot kernel E computes exactly this sum (its products are by 1 or 0).
+    Zero padding commutes with the projection, which has no bias.
+    """
+    return F.conv2d(T, shift_kernel(k, T), bias, padding=k // 2)
+
+
+def shift_sum_strided(T: torch.Tensor, k: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``shift_sum`` as one reduction over a strided view of the zero-padded taps (no autograd needed).
+
+    Element (n, dy, dx, h, w) of the view is T_pad[n, dy * k + dx, h + dy, w + dx], so summing over
+    (dy, dx) is the shifted sum. Cheaper than a convolution call for a k^2-channel map on CPU.
+    """
+    p = k // 2
+    N, _, H, W = T.shape
+    Tp = F.pad(T, (p, p, p, p))
+    sN, sC, sH, sW = Tp.stride()
+    out = Tp.as_strided((N, k, k, H, W), (sN, k * sC + sH, sC + sW, sH, sW)).sum((1, 2)).unsqueeze(1)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def spatial_conv_split(U: torch.Tensor, X_l: torch.Tensor, weight: torch.Tensor, design: AFF3DDesign) -> torch.Tensor:
+    """Steps 1 + 2: conv_k(U (+) X_l, W') as shift_sum(taps(U) + taps(X_l)), the merged map never made.
+
+    Returns F_conv's convolution before its batch norm, (N, 1, H, W).
+    """
+    W_U, W_X = split_spatial_weight(weight, design, U.shape[1])
+    T = spatial_taps(U, tap_weights(W_U))
+    if W_X is not None:
+        T = T + spatial_taps(X_l, tap_weights(W_X))
+    return shift_sum(T, weight.shape[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Eq. 4 of a sum, and step 3: F_ex's first convolution is rank one over M_3D.
+# ---------------------------------------------------------------------------------------------
+
+
+def channel_squeeze_split(U: torch.Tensor, X_l: torch.Tensor, design: AFF3DDesign) -> torch.Tensor:
+    """Eq. 4, (N, C): M_c^r = mean(U); M_c^{r+s} = mean(U + X_l) = mean(U) + mean(X_l) (no U + X_l map)."""
+    M_c = U.mean((2, 3))
+    return M_c + X_l.mean((2, 3)) if design.channel_input == "residual+skip" else M_c
+
+
+def rank1_fex_input(M_c: torch.Tensor, W1: torch.Tensor, b1: torch.Tensor | None = None):
+    """Step 3: W_1 M_3D[:, h, w] = v + r M_s[h, w], v = W_1 M_c (+ b_1) (N, C/d), r = W_1 1 (C/d).
+
+    Because M_3D[c, h, w] = M_c[c] + M_s[h, w]. W1: F_ex's first convolution as a (C/d, C) matrix.
+    """
+    v = M_c @ W1.t()
+    if b1 is not None:
+        v = v + b1
+    return v, W1.sum(1)
+
+
+def fex_hidden(v: torch.Tensor, r: torch.Tensor, M_s: torch.Tensor) -> torch.Tensor:
+    """Step 3: the (N, C/d, H, W) map v_j + r_j M_s[h, w] (= W_1 M_3D, before F_ex's first BN)."""
+    return torch.addcmul(v[:, :, None, None], r[None, :, None, None], M_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 4: batch norm as an affine map, and the batch moments of a linear map of h.
+# ---------------------------------------------------------------------------------------------
+
+
+def linear_batch_stats(h: torch.Tensor, W2: torch.Tensor, b2: torch.Tensor | None = None):
+    """Batch mean and (biased) variance over (N, H, W) of z = W_2 h + b_2, without forming z.
+
+    mean(z) = W_2 mean(h) + b_2 and var(z)_c = w_c^T Cov(h) w_c, Cov(h) the (C/d x C/d) covariance
+    of h's channels over all N * H * W positions. Returns two (C,) vectors.
+    """
+    Cd = h.shape[1]
+    flat = h.transpose(0, 1).reshape(Cd, -1)
+    mu = flat.mean(1)
+    centered = flat - mu[:, None]
+    cov = centered @ centered.t() / flat.shape[1]
+    mean = W2 @ mu
+    if b2 is not None:
+        mean = mean + b2
+    var = ((W2 @ cov) * W2).sum(1).clamp_min(0)
+    return mean, var
+
+
+def fold_bn(weight, bias, mean, var, eps: float):
+    """BN(x) = scale * x + shift per channel: scale = gamma / sqrt(var + eps), shift = beta - mean * scale."""
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias
+    return scale, shift
