@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from torch_impl import benchmark
+from torch_impl import benchmark, benchmark_report
 
 
 def _tiny(tmp_path: Path, *extra: str) -> list[str]:
@@ -64,11 +64,14 @@ def test_section_files_combine_into_one_report(smoke_run):
     fake_cuda["peak_memory_ratio"] = benchmark._ratios(fake_cuda["peak_memory_gib"], False)
     assert fake_cuda["train_time_ratio"]["aff3d_resnet50_straightforward"] == 2.0
     (tmp_path / "bench_cuda.json").write_text(json.dumps(fake_cuda))
-    sections = benchmark._load_sections(tmp_path / "bench")
+    sections = benchmark_report.load_sections(tmp_path / "bench")
     assert set(sections) == {"cpu", "cuda"}
-    md = benchmark.write_markdown(tmp_path / "bench", sections).read_text()
+    md = benchmark_report.write_markdown(tmp_path / "bench", sections).read_text()
     assert "CUDA training (test GPU" in md and "| 3D-AFF-ResNet-50, fast | 2750 | 1.091 |" in md
-    assert benchmark.write_chart(tmp_path / "bench", sections).stat().st_size > 0
+    # the CPU section measured this checkout; the fake CUDA one records no code fingerprint
+    cpu_part, cuda_part = md.split("## CUDA training")
+    assert "stale" not in cpu_part.split("## ")[1] and "**stale: measured before the code fingerprint" in cuda_part
+    assert benchmark_report.write_chart(tmp_path / "bench", sections).stat().st_size > 0
 
 
 def test_cpu_profile_lists_each_models_extra_time(tmp_path):
@@ -109,8 +112,8 @@ def test_section_files_of_the_old_names_still_combine(smoke_run):
     tmp_path, results = smoke_run
     old = json.loads(json.dumps(results["cpu"]).replace("aff3d_resnet50_straightforward", "aff3d_resnet50_reference"))
     (tmp_path / "old_cpu.json").write_text(json.dumps(old))
-    sections = benchmark._load_sections(tmp_path / "old")
-    assert "3D-AFF-ResNet-50, straightforward" in benchmark.write_markdown(tmp_path / "old", sections).read_text()
+    sections = benchmark_report.load_sections(tmp_path / "old")
+    assert "3D-AFF-ResNet-50, straightforward" in benchmark_report.write_markdown(tmp_path / "old", sections).read_text()
 
 
 def test_fused_block_tail_is_read_from_the_blocks():
@@ -127,3 +130,15 @@ def test_fused_block_tail_is_read_from_the_blocks():
 def test_module_runs_as_a_command(tmp_path):
     res = subprocess.run([sys.executable, "-m", "torch_impl.benchmark", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "--quick" in res.stdout and "--reps" in res.stdout
+
+
+def test_a_section_measured_on_other_code_is_marked_stale(smoke_run):
+    tmp_path, results = smoke_run
+    section = json.loads(json.dumps(results["cpu"]))
+    assert section["machine"]["code_id"] == benchmark_report.code_id() and benchmark_report.freshness(section) == ""
+    section["machine"]["code_id"] = "0123456789ab"
+    why = benchmark_report.freshness(section)
+    assert why == f"stale: measured on code 0123456789ab, the checkout is {benchmark_report.code_id()}"
+    (tmp_path / "older_cpu.json").write_text(json.dumps(section))
+    md = benchmark_report.write_markdown(tmp_path / "older", benchmark_report.load_sections(tmp_path / "older"))
+    assert f"**{why}**" in md.read_text()

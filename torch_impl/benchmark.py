@@ -21,7 +21,7 @@ networks), ``table`` (the table gate: arithmetic floor and channels_last inferen
 them too, ``--sections`` chooses any set.
 
 Writes ``<prefix>_<section>.json`` per section run and redraws ``<prefix>.png`` and ``<prefix>.md``
-from every section file present (so a CPU run here and a CUDA run on a GPU machine end up in one
+(``benchmark_report``) from every section file present (so a CPU run here and a CUDA run on a GPU machine end up in one
 table, each with its machine).
 """
 
@@ -41,14 +41,9 @@ import torch
 from torch import nn
 
 from . import benchmark_sections
+from .benchmark_report import BASELINE, MODELS, TARGETS, code_id, load_sections, write_chart, write_markdown
 
-TARGETS = {"cpu_latency_b1": 1.12, "cuda_train_time": 1.10, "cuda_peak_memory": 1.15}
 EXTRA_SECTIONS = benchmark_sections.SECTIONS
-MODELS = ("resnet50", "se_resnet50", "aff3d_resnet50_straightforward", "aff3d_resnet50_fast")
-# Section files written before the straightforward implementation had its name read as the new names.
-_RENAMED = {"aff3d_resnet50_reference": "aff3d_resnet50_straightforward",
-            "fast_vs_reference_max_abs_diff": "fast_vs_straightforward_max_abs_diff"}
-BASELINE = "resnet50"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -93,6 +88,7 @@ def machine(device: str) -> dict:
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "code_id": code_id(),  # the measured code's fingerprint: the report marks older figures stale
     }
     if device == "cuda":
         p = torch.cuda.get_device_properties(0)
@@ -307,116 +303,6 @@ def _profile(models, opts, x, y, path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Report: markdown table and chart from every section file
-# ------------------------------------------------------------------------------------------------
-
-_LABELS = {
-    "resnet50": "ResNet-50 (torchvision)",
-    "se_resnet50": "SE-ResNet-50",
-    "aff3d_resnet50_straightforward": "3D-AFF-ResNet-50, straightforward",
-    "aff3d_resnet50_fast": "3D-AFF-ResNet-50, fast",
-}
-
-
-def _load_sections(prefix: Path) -> dict[str, dict]:
-    out = {}
-    for section in ("cpu", "cuda", *EXTRA_SECTIONS):
-        p = prefix.parent / f"{prefix.name}_{section}.json"
-        if p.exists():
-            out[section] = _renamed(json.loads(p.read_text()))
-    return out
-
-
-def _renamed(obj):
-    """``obj`` with the keys of ``_RENAMED`` under their current names, at any depth."""
-    if isinstance(obj, dict):
-        return {_RENAMED.get(k, k): _renamed(v) for k, v in obj.items()}
-    return obj
-
-
-def write_markdown(prefix: Path, sections: dict) -> Path:
-    lines = ["# Benchmark: 3D-AFF-ResNet-50 against ResNet-50", "",
-             "Written by `python -m torch_impl.benchmark`; cost ratios to torchvision's ResNet-50 "
-             "(time or memory over ResNet-50's; lower is better), medians over interleaved repetitions.", ""]
-    if "cpu" in sections:
-        s = sections["cpu"]
-        m = s["machine"]
-        b = s["throughput_batch"]
-        lines += [f"## CPU inference ({m['cpu']}, {s['threads']} thread(s), torch {m['torch']}, {m['date']})", "",
-                  f"| model | latency b1 (ms) | ratio | CPU time b1 (ms) | ratio | throughput b{b} (img/s) "
-                  "| cost ratio |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for n in MODELS:
-            lines.append(f"| {_LABELS[n]} | {s['latency_b1_ms'][n]:.1f} | {s['latency_b1_ratio'][n]:.3f} | "
-                         f"{s['cpu_time_b1_ms'][n]:.1f} | {s['cpu_time_b1_ratio'][n]:.3f} | "
-                         f"{s[f'throughput_b{b}_img_s'][n]:.2f} | {s[f'throughput_b{b}_cost_ratio'][n]:.3f} |")
-        lines += ["", f"Target: latency ratio <= {TARGETS['cpu_latency_b1']} for the fast 3D-AFF "
-                      f"(paper: 209 / 185 = 1.13). Image {s['image_size']}, {s['reps']} repetitions; "
-                      f"1-minute load average at the end {s.get('load_average') or 0:.2f} (CPU time is the process's "
-                      "own, all threads: the steadier measure on a shared machine).", ""]
-        if s.get("note"):
-            lines += [f"Note: {s['note']}", ""]
-    if "cuda" in sections:
-        s = sections["cuda"]
-        m = s["machine"]
-        lines += [f"## CUDA training ({m['gpu']}, batch {s['batch']}, bf16 autocast, channels_last, "
-                  f"torch {m['torch']}, triton {m.get('triton')}, {m['date']})", "",
-                  "| model | train img/s | time ratio | peak memory (GiB) | memory ratio |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
-        for n in MODELS:
-            lines.append(f"| {_LABELS[n]} | {s['train_img_s'][n]:.0f} | {s['train_time_ratio'][n]:.3f} | "
-                         f"{s['peak_memory_gib'][n]:.2f} | {s['peak_memory_ratio'][n]:.3f} |")
-        lines += ["", f"Targets: time ratio <= {TARGETS['cuda_train_time']}, memory ratio <= "
-                      f"{TARGETS['cuda_peak_memory']}. Fused block tail in the blocks: "
-                      f"{s.get('fused_block_tail')}.", ""]
-        if s.get("note"):
-            lines += [f"Note: {s['note']}", ""]
-    lines += benchmark_sections.markdown(sections)
-    path = prefix.parent / f"{prefix.name}.md"
-    path.write_text("\n".join(lines))
-    return path
-
-
-def write_chart(prefix: Path, sections: dict) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = []
-    if "cpu" in sections:
-        s = sections["cpu"]
-        b = s["throughput_batch"]
-        panels += [(f"CPU latency, batch 1\n({s['threads']} thread(s))", s["latency_b1_ratio"],
-                    TARGETS["cpu_latency_b1"]),
-                   (f"CPU throughput cost, batch {b}", s[f"throughput_b{b}_cost_ratio"], None)]
-    if "cuda" in sections:
-        s = sections["cuda"]
-        panels += [(f"CUDA training time, batch {s['batch']}\n({s['machine']['gpu']})", s["train_time_ratio"],
-                    TARGETS["cuda_train_time"]),
-                   ("CUDA peak training memory", s["peak_memory_ratio"], TARGETS["cuda_peak_memory"])]
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 4), squeeze=False)
-    colors = ["#888888", "#4c72b0", "#dd8452", "#55a868"]
-    for ax, (title, ratios, target) in zip(axes[0], panels):
-        vals = [ratios[n] for n in MODELS]
-        bars = ax.bar(range(len(MODELS)), vals, color=colors)
-        for bar, v in zip(bars, vals):
-            ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
-        if target is not None:
-            ax.axhline(target, color="red", linestyle="--", linewidth=1, label=f"target {target}")
-            ax.legend(fontsize=8, loc="upper left")
-        ax.set_xticks(range(len(MODELS)), ["R50", "SE", "3D-AFF\nstraight", "3D-AFF\nfast"], fontsize=8)
-        ax.set_title(title, fontsize=9)
-        ax.set_ylabel("cost ratio to ResNet-50")
-        ax.set_ylim(0, max(vals + [target or 0]) * 1.2)
-    fig.tight_layout()
-    path = prefix.parent / f"{prefix.name}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-# ------------------------------------------------------------------------------------------------
 # Command line
 # ------------------------------------------------------------------------------------------------
 
@@ -508,7 +394,7 @@ def main(argv=None) -> dict:
         path.write_text(json.dumps(res, indent=2))
         results[section] = res
         _print(res)
-    all_sections = _load_sections(args.out)
+    all_sections = load_sections(args.out)
     md, png = write_markdown(args.out, all_sections), write_chart(args.out, all_sections)
     print(f"wrote {', '.join(str(args.out.parent / f'{args.out.name}_{s}.json') for s in sections)}, {md}, {png}")
     return results

@@ -322,14 +322,15 @@ def summary(res: dict) -> str:
                       *[f"  {n:20s} {res['step_ms'][n]:8.1f} {res['step_ratio'][n]:6.3f}" for n in res["step_ms"]]])
 
 
-def markdown(sections: dict) -> list[str]:
-    """Markdown lines for the further sections present in ``sections`` (section name -> result)."""
+def markdown(sections: dict, notes=lambda section: []) -> list[str]:
+    """Markdown lines for the further sections present in ``sections`` (section name -> result);
+    ``notes(section)`` gives lines to put under each section's heading (the report's staleness)."""
     lines = []
     s = sections.get("small")
     if s:
         m = s["machine"]
         lines += [f"## CPU training step, small networks ({m['cpu']}, {s['threads']} thread, batch {s['batch']}, "
-                  f"{s['image_size']} px, {s['classes']} classes, SGD, torch {m['torch']}, {m['date']})", "",
+                  f"{s['image_size']} px, {s['classes']} classes, SGD, torch {m['torch']}, {m['date']})", "", *notes(s),
                   "| network | layout | step (ms) | ratio to plain, same layout |", "| --- | --- | ---: | ---: |"]
         for n in s["step_ms"]:
             lines.append(f"| {n[:-5]} | {n[-4:]} | {s['step_ms'][n]:.1f} | {s['step_ratio'][n]:.3f} |")
@@ -339,7 +340,7 @@ def markdown(sections: dict) -> list[str]:
     if s:
         m, b = s["machine"], s["batch"]
         lines += [f"## Table gate ({m['cpu']}, {s['threads']} thread(s), channels_last, torch {m['torch']}, "
-                  f"{m['date']})", "", f"ResNet-50: {s['resnet50_gmacs']:.3f} GMACs at {s['image_size']} px. "
+                  f"{m['date']})", "", *notes(s), f"ResNet-50: {s['resnet50_gmacs']:.3f} GMACs at {s['image_size']} px. "
                   "3D-AFF's extra multiply-accumulates and the arithmetic floor they set:", "",
                   "| 3D-AFF path | extra GMACs | floor ratio |", "| --- | ---: | ---: |"]
         for p, g in s["aff3d_extra_gmacs"].items():
@@ -352,7 +353,7 @@ def markdown(sections: dict) -> list[str]:
                       "shared).", ""]
     s = sections.get("detection")
     if s:
-        lines += ["## Detection backbone training step", ""]
+        lines += ["## Detection backbone training step", "", *notes(s)]
         if s.get("skipped"):
             lines += [f"Skipped: {s['skipped']}", ""]
         else:
