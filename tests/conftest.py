@@ -44,6 +44,20 @@ def randomize_bn():
     return _randomize_batch_norm
 
 
+@pytest.fixture
+def bn_twins():
+    """Two float64 BatchNorm2d with the same random affine parameters and running statistics: one for
+    the path under test, one for the straightforward path, so each keeps its own statistics updates."""
+
+    def make(channels: int, seed: int = 7) -> tuple[nn.BatchNorm2d, nn.BatchNorm2d]:
+        a = _randomize_batch_norm(nn.BatchNorm2d(channels), seed).double()
+        b = nn.BatchNorm2d(channels).double()
+        b.load_state_dict(a.state_dict())
+        return a, b
+
+    return make
+
+
 def _trained_like(model: nn.Module, size: int, seed: int = 0, batch: int = 8) -> nn.Module:
     """Random BN affine parameters, and running statistics measured on a random batch; eval mode.
 

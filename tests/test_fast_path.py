@@ -226,12 +226,10 @@ def test_fast_inference_matches_numpy_for_any_shape(design, k, d, n, c, h, w, fe
 @pytest.mark.parametrize("design", ["aff3d", "aff3d_sum", "mc_r+ms_r", "mc_rs+ms_rs", "parallel_concat", "mc_r"])
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("relu", [True, False], ids=["relu", "norelu"])
-def test_gate_add_relu_with_the_block_norm_equals_the_block_tail(design, train, relu, randomize_bn):
+def test_gate_add_relu_with_the_block_norm_equals_the_block_tail(design, train, relu, randomize_bn, bn_twins):
     """gate_add_relu(R, X, relu, norm) == relu(attn(norm(R), X) + X), gradients and BN statistics too."""
     fast_m, ref_m = _twins(8, design, randomize_bn, reduction=2)
-    bn_f = randomize_bn(nn.BatchNorm2d(8), 7).double()
-    bn_r = nn.BatchNorm2d(8).double()
-    bn_r.load_state_dict(bn_f.state_dict())
+    bn_f, bn_r = bn_twins(8)
     for mod in (fast_m, ref_m, bn_f, bn_r):
         mod.train(train)
     Rr, X = _pair(8, n=3)

@@ -194,11 +194,9 @@ def test_table_path_equals_straightforward_and_numpy(design, k, d, fex_norm, tra
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("relu", [True, False], ids=["relu", "norelu"])
-def test_block_tail_with_norm_equals_straightforward(train, relu, randomize_bn):
+def test_block_tail_with_norm_equals_straightforward(train, relu, randomize_bn, bn_twins):
     table_m, ref_m = _twins(8, "aff3d", randomize_bn, reduction=2)
-    bn_t = randomize_bn(nn.BatchNorm2d(8), 7).double()
-    bn_r = nn.BatchNorm2d(8).double()
-    bn_r.load_state_dict(bn_t.state_dict())
+    bn_t, bn_r = bn_twins(8)
     for mod in (table_m, ref_m, bn_t, bn_r):
         mod.train(train)
     Rr, X = _pair(8, n=3)
