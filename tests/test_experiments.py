@@ -103,6 +103,9 @@ def test_records_shared_runs_and_skip(tmp_path, capsys):
     assert len(run_dirs) == 1
     assert (tmp_path / "out" / "table2" / "results.md").read_text().count("| ResNet-164 |") == 1
     assert (tmp_path / "out" / "table2" / "curves.png").stat().st_size > 0
+    # the summary over the grids: table6's ResNet row (table2 repeats table1, which is not there)
+    summary = (tmp_path / "out" / "summary.md").read_text().splitlines()
+    assert len(summary) == 3 and summary[2].startswith("| 6 | ResNet | 1 | ") and "baseline of Table 6" in summary[2]
     # a second call trains nothing and keeps the record
     stamp = (run_dirs[0] / "record.json").stat().st_mtime_ns
     capsys.readouterr()
@@ -214,3 +217,16 @@ def test_shapes_cache_returns_the_same_pixels_and_is_not_aliased(monkeypatch):
     monkeypatch.setattr(shapes.ShapesClassification, "cache_rendered", True)
     assert shapes.ShapesClassification("train", size=16, length=2)._cache == {}  # the class-wide switch
     assert shapes.ShapesClassification("train", size=16, length=2, cache=False)._cache is None
+
+
+def test_readme_shows_the_committed_summary_verbatim():
+    """README's table of trained results is the one the runner writes from the committed results."""
+    from pathlib import Path
+
+    from torch_impl.experiments.report import summary_table
+
+    root = Path(__file__).resolve().parents[1]
+    table = summary_table(root / "docs" / "results" / "experiments")
+    assert table.count("\n") > 10  # every grid row is there
+    assert table in (root / "README.md").read_text()
+    assert (root / "docs" / "results" / "experiments" / "summary.md").read_text() == table

@@ -170,7 +170,7 @@ def _main(args) -> int:
             raise UserError(str(err)) from None
         results[g.name]["tables"] = list(g.tables)
 
-    from .report import plot_grid, render_markdown
+    from .report import SUMMARY_FILE, plot_grid, render_markdown, summary_table
 
     chance = 100.0 * (1 - 1 / 8) if cfg.dataset == "shapes" else None
 
@@ -181,6 +181,7 @@ def _main(args) -> int:
         if data["records"]:
             (out / g.name / "results.md").write_text(render_markdown(g, data))
             plot_grid(g, data, out / g.name / "curves.png", chance=chance)
+            (out / SUMMARY_FILE).write_text(summary_table(out))
 
     if args.report_only:  # results.json is not rewritten: a grid running meanwhile owns it
         for g in grids:

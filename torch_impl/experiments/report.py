@@ -130,6 +130,42 @@ def render_markdown(grid: Grid, data: dict[str, Any], curves_name: str = "curves
     return "\n".join(lines)
 
 
+# The grids the summary shows, with the paper tables each stands for (table2 trains the same five
+# networks as table1 on shapes, so it would repeat table1's rows).
+SUMMARY_GRIDS = (("table1", "1, 2"), ("table3_4", "3, 4"), ("table5", "5"), ("table6", "6"))
+SUMMARY_FILE = "summary.md"
+
+
+def summary_table(out: Path) -> str:
+    """One markdown table over the grids' committed results in ``out``: per row the seeds, the mean
+    final top-1 error with its 95 % interval, the paired difference to the grid's baseline with its
+    interval and verdict, and the flatness check. README shows it verbatim (a test holds them equal)."""
+    import json
+
+    from .grids import get_grid
+
+    lines = ["| paper table | row | seeds | top-1 error, % [95 % CI] | Δ vs baseline, pp [95 % CI] | verdict | "
+             "last 3 epochs (pp/epoch) |", "|---|---|---:|---:|---:|---|---:|"]
+    for name, tables in SUMMARY_GRIDS:
+        path = Path(out) / name / "results.json"
+        if not path.exists():
+            continue
+        grid = get_grid(name)
+        for s in row_statistics(grid, json.loads(path.read_text())):
+            t1 = s["top1"]
+            ci = "" if math.isnan(t1.half_width) else f" [{t1.low:.1f}, {t1.high:.1f}]"
+            if s["paired"] is None:
+                diff = f"baseline of Table {tables}"
+            elif math.isnan(s["paired"].half_width):
+                diff = f"{s['paired'].mean:+.1f} (1 seed)"
+            else:
+                diff = f"{s['paired'].mean:+.1f} [{s['paired'].low:+.1f}, {s['paired'].high:+.1f}]"
+            flat = "flat" if abs(s["final_slope"]) <= FLAT_SLOPE else "NOT flat"
+            lines.append(f"| {tables} | {s['symbol']} | {t1.n} | {t1.mean:.1f}{ci} | {diff} | "
+                         f"{_verdict(s['paired'])} | {s['final_slope']:+.2f} ({flat}) |")
+    return "\n".join(lines) + "\n"
+
+
 def math_label(symbol: str) -> str:
     """The paper's symbols in matplotlib's math text: ``M_c^{r+s}`` -> ``$M_c^{r+s}$``."""
     return re.sub(r"(M_\w\^(?:\{[^}]*\}|\w))", r"$\1$", symbol)
