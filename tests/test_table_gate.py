@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call
 
 import reference_numpy as R
 from reference_numpy.designs import DESIGNS, resolve_design

@@ -40,10 +40,8 @@ def freshness(section: dict) -> str:
     measured = section.get("machine", {}).get("code_id")
     if measured is None:
         return "stale: measured before the code fingerprint was recorded"
-    if measured != code_id():
-        return f"stale: measured on code {measured}, the checkout is {code_id()}"
-    return ""
-
+    current = code_id()
+    return "" if measured == current else f"stale: measured on code {measured}, the checkout is {current}"
 
 
 _LABELS = {

@@ -8,13 +8,14 @@ the least-squares slope of the seed-mean validation error over the last epochs.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .grids import Grid
+from .grids import Grid, get_grid
 from .stats import Summary, paired_difference, slope, summarize
 from .store import LAST_EPOCHS
 
@@ -64,12 +65,17 @@ def row_statistics(grid: Grid, data: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _ci(s: Summary | None) -> str:
+def _ci(s: Summary | None, digits: int = 2, baseline: str = "(baseline)") -> str:
+    """A paired difference with its interval, signed; ``baseline`` for the baseline row itself."""
     if s is None:
-        return "(baseline)"
+        return baseline
     if math.isnan(s.half_width):
-        return f"{s.mean:+.2f} (1 seed)" if s is not None else ""
-    return f"{s.mean:+.2f} [{s.low:+.2f}, {s.high:+.2f}]"
+        return f"{s.mean:+.{digits}f} (1 seed)"
+    return f"{s.mean:+.{digits}f} [{s.low:+.{digits}f}, {s.high:+.{digits}f}]"
+
+
+def _flatness(slope_: float) -> str:
+    return "flat" if abs(slope_) <= FLAT_SLOPE else "NOT flat"
 
 
 def _verdict(s: Summary | None) -> str:
@@ -106,7 +112,7 @@ def render_markdown(grid: Grid, data: dict[str, Any], curves_name: str = "curves
         std = "" if math.isnan(t1.std) else f" ± {t1.std:.2f}"
         paper = " / ".join(f"{v:.2f} (T{t})" for t, v in s["paper"].items())
         pdiff = " / ".join(f"{v:+.2f}" for v in s["paper_diff"].values()) if s["key"] != grid.baseline else "(baseline)"
-        flat = "flat" if abs(s["final_slope"]) <= FLAT_SLOPE else "NOT flat"
+        flat = _flatness(s["final_slope"])
         lines.append(
             f"| {s['label']} | {s['symbol']} | {t1.n} | {t1.mean:.2f}{std} | {ci} | {_ci(s['paired'])} | "
             f"{_verdict(s['paired'])} | {paper} | {pdiff} | {s['top5'].mean:.2f} | {s['final_slope']:+.2f} ({flat}) | "
@@ -140,10 +146,6 @@ def summary_table(out: Path) -> str:
     """One markdown table over the grids' committed results in ``out``: per row the seeds, the mean
     final top-1 error with its 95 % interval, the paired difference to the grid's baseline with its
     interval and verdict, and the flatness check. README shows it verbatim (a test holds them equal)."""
-    import json
-
-    from .grids import get_grid
-
     lines = ["| paper table | row | seeds | top-1 error, % [95 % CI] | Δ vs baseline, pp [95 % CI] | verdict | "
              "last 3 epochs (pp/epoch) |", "|---|---|---:|---:|---:|---|---:|"]
     for name, tables in SUMMARY_GRIDS:
@@ -154,15 +156,9 @@ def summary_table(out: Path) -> str:
         for s in row_statistics(grid, json.loads(path.read_text())):
             t1 = s["top1"]
             ci = "" if math.isnan(t1.half_width) else f" [{t1.low:.1f}, {t1.high:.1f}]"
-            if s["paired"] is None:
-                diff = f"baseline of Table {tables}"
-            elif math.isnan(s["paired"].half_width):
-                diff = f"{s['paired'].mean:+.1f} (1 seed)"
-            else:
-                diff = f"{s['paired'].mean:+.1f} [{s['paired'].low:+.1f}, {s['paired'].high:+.1f}]"
-            flat = "flat" if abs(s["final_slope"]) <= FLAT_SLOPE else "NOT flat"
+            diff = _ci(s["paired"], digits=1, baseline=f"baseline of Table {tables}")
             lines.append(f"| {tables} | {s['symbol']} | {t1.n} | {t1.mean:.1f}{ci} | {diff} | "
-                         f"{_verdict(s['paired'])} | {s['final_slope']:+.2f} ({flat}) |")
+                         f"{_verdict(s['paired'])} | {s['final_slope']:+.2f} ({_flatness(s['final_slope'])}) |")
     return "\n".join(lines) + "\n"
 
 
