@@ -168,3 +168,44 @@ def plot_differences(ax, table: pd.DataFrame, paper_table: int | None = None, ti
     if title:
         ax.set_title(title)
     ax.legend(fontsize=8, loc="best")
+
+
+# ----------------------------------------------------------------------------- detection (notebooks 7 and 8)
+
+DETECTION = RESULTS / "detection"
+
+
+def load_detection(results_dir: str | Path = DETECTION) -> dict:
+    """``python -m detectron2_ext.compare``'s ``results.json``; a clear error when it is not there."""
+    path = Path(results_dir) / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python -m detectron2_ext.compare --seeds 2 --jobs 2` first")
+    return json.loads(path.read_text())
+
+
+def detection_table(data: dict, task: str = "box") -> pd.DataFrame:
+    """Tables 8 (``task="box"``) and 9 (``"mask"``) in miniature: per detector and backbone the mean AP
+    columns over seeds (the seeds' range in brackets), the paired AP50 difference to ResNet-50 with its
+    95 % t-interval, and the paper's COCO numbers beside (labelled: another data set and budget)."""
+    from detectron2_ext.compare.configs import BACKBONES, DETECTORS
+    from detectron2_ext.compare.report import BOX_COLUMNS, MASK_COLUMNS, paper_ap, statistics
+    from torch_impl.zoo.paper import TABLE8, TABLE9
+
+    columns, table = (BOX_COLUMNS, TABLE8) if task == "box" else (MASK_COLUMNS, TABLE9)
+    stats = {(s["detector"], s["backbone"], c): s for c in columns for s in statistics(data, task, c)}
+    rows = []
+    for detector, backbone in dict.fromkeys((d, b) for d, b, _ in stats):
+        row = {"detector": DETECTORS[detector], "backbone": BACKBONES[backbone][0]}
+        for c in columns:
+            s = stats.get((detector, backbone, c))
+            row[c] = np.nan if s is None else s["summary"].mean
+            if c in ("AP", "AP50") and s is not None:
+                row[f"{c} seeds"] = ", ".join(f"{s['values'][k]:.1f}" for k in sorted(s["values"]))
+        d = stats[(detector, backbone, "AP50")]["difference"]
+        row["seeds"] = stats[(detector, backbone, "AP50")]["summary"].n
+        row["AP50 − R50 [95 % CI]"] = "baseline" if d is None else (
+            f"{d.mean:+.1f} [{d.low:+.1f}, {d.high:+.1f}]" if d.n > 1 else f"{d.mean:+.1f} (1 seed)")
+        coco = paper_ap(table, DETECTORS[detector], BACKBONES[backbone][0])
+        row.update({f"COCO {c} (paper)": coco.get(c, np.nan) for c in ("AP", "AP50")})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["detector", "backbone"]).round(1)

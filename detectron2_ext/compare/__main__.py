@@ -1,0 +1,194 @@
+"""Train and compare detection backbones on the built-in shapes scenes.
+
+    python -m detectron2_ext.compare --seeds 2 --jobs 2                      # Mask R-CNN x {R50, SE-R50, 3D-AFF-R50}
+    python -m detectron2_ext.compare --detectors mask_rcnn,faster_rcnn --seeds 2
+    python -m detectron2_ext.compare --backbones R_50,AFF3D_R_50 --seeds 1 SOLVER.MAX_ITER 500
+    python -m detectron2_ext.compare --report-only                           # rewrite results.md
+
+Runs already finished (``record.json`` in their folder, or a record in ``results.json``) are
+skipped; an interrupted run resumes from its last checkpoint. Trailing ``KEY VALUE`` pairs change
+every run's config alike (and so the budget: a results file of another budget is refused, its
+runs kept). Training needs detectron2 (detectron2_ext/README.md); ``--report-only`` does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from torch_impl.experiments.child import RECORD
+from torch_impl.experiments.runner import Executor, read_finished
+from torch_impl.experiments.store import ResultsMismatch, budget_id, load_results, write_json_atomic
+
+from .configs import BACKBONES, DETECTORS, budget_of_config, config_path
+from .report import PREDICTIONS_FILE, predictions_of, render_markdown
+
+GRID = "detection"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class UserError(Exception):
+    pass
+
+
+class DetectionRun:
+    """One (detector, backbone, seed): a detectron2 OUTPUT_DIR under ``<runs>/<budget_id>/``."""
+
+    def __init__(self, detector: str, backbone: str, seed: int, runs_dir: Path):
+        self.detector, self.backbone, self.seed = detector, backbone, seed
+        self.run_dir = runs_dir / self.key
+
+    @property
+    def key(self) -> str:
+        return f"{self.detector}_{self.backbone}.seed{self.seed}"
+
+
+class DetectionExecutor(Executor):
+    """torch_impl's experiment executor, launching ``detectron2_ext.compare.child`` instead."""
+
+    def __init__(self, opts: list[str], jobs: int, on_done, datasets: Path):
+        super().__init__({}, jobs, on_done)
+        self.opts, self.datasets = opts, datasets
+
+    def command(self, run: DetectionRun) -> list[str]:
+        return [sys.executable, "-m", "detectron2_ext.compare.child", str(run.run_dir.parent / f"{run.key}.spec.json")]
+
+    def write_spec(self, run: DetectionRun) -> None:
+        spec = {"config_file": str(config_path(run.detector, run.backbone)), "opts": self.opts,
+                "seed": run.seed, "run_dir": str(run.run_dir)}  # fmt: skip
+        write_json_atomic(run.run_dir.parent / f"{run.key}.spec.json", spec)
+
+    def env(self) -> dict[str, str]:
+        return dict(super().env(), DETECTRON2_DATASETS=str(self.datasets))
+
+
+def record_for(run: DetectionRun, measured: dict[str, Any], bid: str) -> dict[str, Any]:
+    label, attention = BACKBONES[run.backbone]
+    return {"detector": DETECTORS[run.detector], "detector_key": run.detector, "backbone": label,
+            "backbone_key": run.backbone, "attention": attention, "seed": run.seed, "run_key": run.key,
+            "budget_id": bid, **measured}  # fmt: skip
+
+
+def _names(text: str, known: dict, what: str) -> list[str]:
+    names = [n for n in text.split(",") if n] or list(known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserError(f"unknown {what} {unknown}: expected some of {list(known)}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m detectron2_ext.compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--detectors", default="mask_rcnn", help=f"comma-separated, of {list(DETECTORS)}")
+    p.add_argument("--backbones", default="", help=f"comma-separated, of {list(BACKBONES)} (default: all)")
+    p.add_argument("--seeds", type=int, default=2, help="seeds per backbone (0, 1, ..., N-1); default 2")
+    p.add_argument("--jobs", type=int, default=1, help="runs side by side, one thread each (default 1)")
+    p.add_argument("--out", default="docs/results/experiments/detection", help="results folder")
+    p.add_argument("--runs", default="runs/detection", help="run folders (detectron2 OUTPUT_DIRs)")
+    p.add_argument("--datasets", default=None, help="$DETECTRON2_DATASETS of the runs (default: <runs>/datasets)")
+    p.add_argument("--report-only", action="store_true", help="only rewrite results.md from results.json")
+    p.add_argument("--dry-run", action="store_true", help="print the command of every run still to do, and exit")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs applied to every run's config")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except (UserError, ResultsMismatch) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(args) -> int:
+    detectors = _names(args.detectors, DETECTORS, "detector")
+    backbones = _names(args.backbones, BACKBONES, "backbone")
+    if len(args.opts) % 2:
+        raise UserError(f"config overrides come as KEY VALUE pairs; got an odd number: {args.opts}")
+    if args.seeds < 1 or args.jobs < 1:
+        raise UserError(f"--seeds and --jobs must be at least 1, got {args.seeds} and {args.jobs}")
+    out = Path(args.out)
+    budget = {d: budget_of_config(d, "R_50", args.opts) for d in DETECTORS}
+    bid = budget_id(budget)
+    data = load_results(out / "results.json", GRID, budget)
+
+    def write_report() -> None:
+        if data["records"]:
+            (out / "results.md").write_text(render_markdown(data))
+
+    if args.report_only:
+        write_report()
+        return 0
+    runs_dir = Path(args.runs) / bid
+    done = {(r["detector_key"], r["backbone_key"], int(r["seed"])) for r in data["records"]}
+    queue = []
+    for seed in range(args.seeds):  # seed-major: an interrupted comparison has whole seeds
+        for detector in detectors:
+            for backbone in backbones:
+                run = DetectionRun(detector, backbone, seed, runs_dir)
+                if (detector, backbone, seed) in done:
+                    continue
+                finished = read_finished(run)
+                if finished is not None:
+                    on_done(data, run, finished, bid, out)
+                else:
+                    queue.append(run)
+    write_report()
+    datasets = Path(args.datasets or os.environ.get("DETECTRON2_DATASETS") or Path(args.runs) / "datasets")
+    executor = DetectionExecutor(args.opts, args.jobs, lambda run, m: (on_done(data, run, m, bid, out), write_report()),
+                                 datasets.resolve())  # fmt: skip
+    if args.dry_run:
+        executor.dry_run(queue)
+        return 0
+    if queue:
+        _render_data(queue[0], args.opts, datasets)
+    print(f"{len(queue)} run(s) to train, {args.jobs} at a time; runs in {runs_dir}, results in {out}", flush=True)
+    try:
+        executor.run(queue)
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are saved; run the same command again to continue", file=sys.stderr)
+        return 130
+    if executor.failed:
+        print(f"error: {len(executor.failed)} run(s) failed: {[r.key for r, _ in executor.failed]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def on_done(data: dict[str, Any], run: DetectionRun, measured: dict[str, Any], bid: str, out: Path) -> None:
+    """Merge a finished run into results.json (sorted: detector, backbone, seed) and keep seed 0's detections."""
+    record = record_for(run, measured, bid)
+    order = {k: i for i, k in enumerate([*DETECTORS, *BACKBONES])}
+    data["records"] = [r for r in data["records"] if r["run_key"] != run.key] + [record]
+    data["records"].sort(key=lambda r: (order[r["detector_key"]], order[r["backbone_key"]], int(r["seed"])))
+    write_json_atomic(out / "results.json", data)
+    if run.seed == 0:
+        path = out / PREDICTIONS_FILE
+        predictions = json.loads(path.read_text()) if path.exists() else {}
+        predictions[run.key] = predictions_of(run.run_dir)
+        write_json_atomic(path, predictions)
+
+
+def _render_data(run: DetectionRun, opts: list[str], datasets: Path) -> None:
+    """Render the shapes scenes once, before runs side by side would each start to."""
+    from types import SimpleNamespace
+
+    from detectron2_ext.config import add_shapes_config
+    from detectron2_ext.shapes_coco import ShapesCOCOSpec, export_shapes_coco
+
+    cfg = SimpleNamespace(DATASETS=SimpleNamespace())
+    add_shapes_config(cfg)  # the defaults, then what the config files set
+    s = cfg.DATASETS.SHAPES
+    vars(s).update(budget_of_config(run.detector, run.backbone, opts).get("DATASETS", {}).get("SHAPES", {}))
+    for split, n in (("train", s.NUM_TRAIN), ("val", s.NUM_VAL)):
+        spec = ShapesCOCOSpec(split, n, s.IMAGE_SIZE, s.SEED, s.MIN_OBJECTS, s.MAX_OBJECTS)
+        export_shapes_coco(datasets / "shapes", spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

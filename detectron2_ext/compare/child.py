@@ -1,0 +1,110 @@
+"""One detection run in its own process: ``python -m detectron2_ext.compare.child SPEC.json`` (needs detectron2).
+
+SPEC holds ``config_file``, ``opts`` (KEY VALUE pairs), ``seed`` and ``run_dir`` (detectron2's
+OUTPUT_DIR). An attempt that was interrupted resumes from its last checkpoint (``--resume``; the
+data order after a resume is not the uninterrupted one: detectron2 does not save its sampler). When
+training and the final evaluation have finished, ``run_dir/record.json`` is written: the runner
+treats the run as done only then.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from torch_impl.experiments.child import RECORD
+from torch_impl.experiments.store import machine_info, versions, write_json_atomic
+
+WALL_TIME = "wall_time_s.json"  # seconds of every attempt so far (train + final evaluation)
+AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+LOSS_KEYS = ("total_loss", "loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc", "lr")
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """detectron2's ``metrics.json``: one JSON object per line (losses every 20 iterations, evaluations)."""
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def measured(run_dir: Path, max_iter: int, mask_on: bool) -> dict[str, Any] | None:
+    """The record's measured part from a finished run's metrics; None while the final evaluation is missing.
+
+    AP values are detectron2's COCOEvaluator figures (percent). ``evaluations`` lists every evaluation
+    (TEST.EVAL_PERIOD) with its iteration; ``losses`` the logged losses (detectron2 writes each as the
+    median of its last 20 iterations) and learning rate.
+    """
+    lines = read_metrics(run_dir)
+    tasks = ("bbox", "segm") if mask_on else ("bbox",)
+    # a periodic evaluation is logged at the index of its last iteration (k * period - 1), the final
+    # one at max_iter (detectron2's trainer sets the storage's iteration to max_iter after the loop)
+    evaluations = [
+        {"iteration": min(int(m["iteration"]) + 1, max_iter), **{f"{t}/{k}": m.get(f"{t}/{k}") for t in tasks for k in AP_KEYS}}
+        for m in lines
+        if "bbox/AP" in m
+    ]
+    if not evaluations or evaluations[-1]["iteration"] != max_iter:
+        return None
+    final = evaluations[-1]
+    nan_to_none = lambda v: None if v is None or v != v else float(v)  # noqa: E731  (APl: no large object)
+    out: dict[str, Any] = {"iterations": max_iter}
+    out["box"] = {k: nan_to_none(final[f"bbox/{k}"]) for k in AP_KEYS}
+    if mask_on:
+        out["mask"] = {k: nan_to_none(final[f"segm/{k}"]) for k in AP_KEYS}
+    out["evaluations"] = [{k: nan_to_none(v) if k != "iteration" else v for k, v in e.items()} for e in evaluations]
+    out["losses"] = [
+        {"iteration": int(m["iteration"]) + 1, **{k: m[k] for k in LOSS_KEYS if k in m}} for m in lines if "total_loss" in m
+    ]
+    return out
+
+
+def _add_wall_time(run_dir: Path, seconds: float) -> float:
+    path = run_dir / WALL_TIME
+    attempts = json.loads(path.read_text()) if path.exists() else []
+    attempts.append(seconds)
+    write_json_atomic(path, attempts)
+    return sum(attempts)
+
+
+def train_one(spec: dict[str, Any]) -> dict[str, Any] | None:
+    from detectron2.engine import default_argument_parser
+
+    from detectron2_ext import train_net
+
+    run_dir = Path(spec["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume = (run_dir / "last_checkpoint").exists()
+    argv = ["--config-file", spec["config_file"], *(["--resume"] if resume else [])]
+    argv += [*spec["opts"], "SEED", str(spec["seed"]), "OUTPUT_DIR", str(run_dir)]
+    args = default_argument_parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        train_net.main(args)
+    finally:
+        wall_time = _add_wall_time(run_dir, time.perf_counter() - start)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())  # the full config, as detectron2 saved it
+    max_iter = cfg["SOLVER"]["MAX_ITER"]
+    result = measured(run_dir, max_iter, cfg["MODEL"]["MASK_ON"])
+    if result is None:
+        print(f"no final evaluation at iteration {max_iter} in {run_dir}/metrics.json; no record written")
+        return None
+    result.update(wall_time_s=wall_time, machine=machine_info(), versions=versions())
+    result["threads"] = int(os.environ.get("OMP_NUM_THREADS", 0))
+    write_json_atomic(run_dir / RECORD, result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return 0 if train_one(json.loads(Path(argv[0]).read_text())) is not None else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

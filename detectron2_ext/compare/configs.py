@@ -1,0 +1,72 @@
+"""Which configs the comparison trains, and what makes two runs comparable (their budget).
+
+The YAML files are read without detectron2 (``_BASE_`` chains merged as detectron2 merges them:
+later keys win, nested mappings merge), so the runner, the report and the tests work without it.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "shapes"
+
+# config name -> (paper's row label in Tables 8/9, MODEL.AFF3D.ATTENTION): the attention names are
+# the keys of torch_impl.attention's table ("none" is detectron2's own ResNet).
+BACKBONES: dict[str, tuple[str, str]] = {
+    "R_50": ("ResNet-50", "none"),
+    "SE_R_50": ("SE-ResNet-50", "se"),
+    "AFF3D_R_50": ("3D-AFF-ResNet-50", "aff3d"),
+}
+DETECTORS: dict[str, str] = {"mask_rcnn": "Mask R-CNN", "faster_rcnn": "Faster R-CNN"}
+
+# Keys that name a run rather than change what it learns.
+PER_RUN_KEYS = (("MODEL", "AFF3D", "ATTENTION"), ("SEED",), ("OUTPUT_DIR",))
+
+
+def config_path(detector: str, backbone: str) -> Path:
+    return CONFIG_DIR / f"{detector}_{backbone}_FPN_shapes.yaml"
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config_chain(path: Path) -> dict[str, Any]:
+    """The YAML at ``path`` merged onto its ``_BASE_`` chain (the keys the files set, not detectron2's defaults)."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    base = data.pop("_BASE_", None)
+    if base is None:
+        return data
+    return _merge(load_config_chain(Path(path).parent / base), data)
+
+
+def set_key(cfg: dict[str, Any], dotted: str, value: Any) -> None:
+    """``KEY VALUE`` from the command line, as text parsed like a YAML scalar (detectron2 uses literal_eval)."""
+    *parents, last = dotted.split(".")
+    node = cfg
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = yaml.safe_load(value) if isinstance(value, str) else value
+
+
+def budget_of_config(detector: str, backbone: str, opts: list[str] = ()) -> dict[str, Any]:
+    """What one run learns from, less the per-run keys: equal for every backbone of a detector."""
+    cfg = load_config_chain(config_path(detector, backbone))
+    for dotted, value in zip(opts[::2], opts[1::2]):
+        set_key(cfg, dotted, value)
+    for path in PER_RUN_KEYS:
+        node = cfg
+        for part in path[:-1]:
+            node = node.get(part, {})
+        node.pop(path[-1], None)
+    return cfg

@@ -1,0 +1,142 @@
+"""The detection comparison as tables: ``results.md`` from ``results.json`` (no detectron2 needed).
+
+Laid out like the paper's Table 8 (box AP, AP50, AP75, APs, APm, APl per detector and backbone) and
+Table 9 (mask AP, AP50, AP75), with the mean over seeds, the spread (sample standard deviation and
+the seeds' range) and the paired difference to ResNet-50 over the same seeds with its 95 %
+t-interval. The paper's COCO val2017 numbers stand beside, labelled as COCO: a different data set,
+full-width ImageNet-pretrained backbones and MMDetection, so only the direction compares.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from torch_impl.experiments.stats import paired_difference, summarize
+from torch_impl.zoo.paper import TABLE8, TABLE9
+
+from .configs import BACKBONES, DETECTORS
+
+PREDICTIONS_FILE = "predictions.json"
+PREDICTION_IMAGES = 8  # the first validation images whose detections are kept for the notebook
+PREDICTION_MIN_SCORE = 0.2
+BOX_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+MASK_COLUMNS = ("AP", "AP50", "AP75")
+BASELINE = "R_50"
+
+
+def paper_ap(table, detector: str, backbone: str) -> dict[str, float]:
+    """The paper's printed COCO numbers for a (detector, backbone label), keyed AP, AP50, ..., APl."""
+    for row in table.rows:
+        if row.detector == detector and row.label == backbone:
+            return {name.replace("APS", "APs").replace("APM", "APm").replace("APL", "APl"): v for name, v in row.ap}
+    return {}
+
+
+def _groups(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
+    out: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for r in records:
+        out.setdefault((r["detector_key"], r["backbone_key"]), {})[int(r["seed"])] = r
+    return out
+
+
+def statistics(data: dict[str, Any], task: str, column: str) -> list[dict[str, Any]]:
+    """Per (detector, backbone): the summary over seeds of ``record[task][column]`` and the paired
+    difference to ResNet-50; ``task`` is "box" or "mask". Seeds where the value is undefined are left out."""
+    groups = _groups([r for r in data["records"] if task in r])
+    rows = []
+    for (detector, backbone), by_seed in groups.items():
+        values = {s: r[task][column] for s, r in by_seed.items() if r[task].get(column) is not None}
+        if not values:
+            continue
+        base = groups.get((detector, BASELINE), {})
+        base_values = {s: r[task][column] for s, r in base.items() if r[task].get(column) is not None}
+        rows.append({
+            "detector": detector, "backbone": backbone, "values": values, "summary": summarize(list(values.values())),
+            "difference": None if backbone == BASELINE else paired_difference(values, base_values),
+        })  # fmt: skip
+    return rows
+
+
+def _cell(values: dict[int, float]) -> str:
+    s = summarize(list(values.values()))
+    if s.n == 1:
+        return f"{s.mean:.1f}"
+    return f"{s.mean:.1f} ± {s.std:.1f} [{min(values.values()):.1f}, {max(values.values()):.1f}]"
+
+
+def _difference(d) -> str:
+    if d is None:
+        return "baseline"
+    if d.n < 2 or math.isnan(d.half_width):
+        return f"{d.mean:+.1f} (1 seed)"
+    return f"{d.mean:+.1f} [{d.low:+.1f}, {d.high:+.1f}]"
+
+
+def _table(data: dict[str, Any], task: str, columns: tuple[str, ...], paper_table) -> list[str]:
+    stats = {(s["detector"], s["backbone"], c): s for c in columns for s in statistics(data, task, c)}
+    keys = list(dict.fromkeys((d, b) for d, b, _ in stats))
+    head = ["detector", "backbone", "seeds", *columns, "AP50 − ResNet-50 [95 % CI]", "COCO (paper): " + ", ".join(columns)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for detector, backbone in keys:
+        label, det_label = BACKBONES[backbone][0], DETECTORS[detector]
+        cells = [stats[(detector, backbone, c)] if (detector, backbone, c) in stats else None for c in columns]
+        coco = paper_ap(paper_table, det_label, label)
+        ap50 = stats.get((detector, backbone, "AP50"))
+        lines.append("| " + " | ".join([
+            det_label, label, str(max(c["summary"].n for c in cells if c)),
+            *[_cell(c["values"]) if c else "–" for c in cells],
+            _difference(ap50["difference"]) if ap50 else "–",
+            ", ".join(f"{coco[c]:.1f}" for c in columns if c in coco) or "–",
+        ]) + " |")  # fmt: skip
+    return lines
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    records = data["records"]
+    first = records[0]
+    iters = sorted({r["iterations"] for r in records})
+    out = [
+        "# Detection on the built-in shapes scenes: Tables 8 and 9 in miniature",
+        "",
+        "Written by `python -m detectron2_ext.compare` from `results.json`. Cells: mean ± sample standard "
+        "deviation [lowest, highest seed] of detectron2's COCOEvaluator AP (%) on `shapes_val`; the "
+        "difference column pairs each backbone with ResNet-50 over the same seeds (95 % t-interval). "
+        "The last column is the paper's COCO val2017 result (Tables 8 and 9): another data set, "
+        "full-width ImageNet-pretrained backbones, MMDetection; compare directions, not values.",
+        "",
+        f"Budget `{data['budget_id']}`: {', '.join(map(str, iters))} iterations per run; machine: "
+        f"{first['machine']['cpu']} ({first['machine']['cores']} cores), {first['threads']} thread(s) per run; "
+        f"torch {first['versions']['torch']}.",
+        "",
+        "## Box AP (Table 8's columns)",
+        "",
+        *_table(data, "box", BOX_COLUMNS, TABLE8),
+    ]
+    if any("mask" in r for r in records):
+        out += ["", "## Mask AP (Table 9's columns)", "", *_table(data, "mask", MASK_COLUMNS, TABLE9)]
+    out += ["", "## Runs", "", "| run | box AP | box AP50 | mask AP | mask AP50 | iterations | wall time |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in records:
+        mask = r.get("mask", {})
+        fmt = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
+        out.append(
+            f"| {r['run_key']} | {fmt(r['box']['AP'])} | {fmt(r['box']['AP50'])} | {fmt(mask.get('AP'))} | "
+            f"{fmt(mask.get('AP50'))} | {r['iterations']} | {r['wall_time_s'] / 60:.1f} min |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def predictions_of(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's COCO-format detections (COCOEvaluator's ``coco_instances_results.json``) on the first
+    PREDICTION_IMAGES validation images, score at least PREDICTION_MIN_SCORE: boxes, classes, scores
+    and masks (RLE) to draw without the weights."""
+    path = Path(run_dir) / "inference" / "coco_instances_results.json"
+    if not path.exists():
+        return []
+    detections = json.loads(path.read_text())
+    images = sorted({d["image_id"] for d in detections})[:PREDICTION_IMAGES]
+    keep = set(images)
+    return [d for d in detections if d["image_id"] in keep and d["score"] >= PREDICTION_MIN_SCORE]

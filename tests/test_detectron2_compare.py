@@ -1,0 +1,162 @@
+"""The detection comparison (``python -m detectron2_ext.compare``): configs, records, report, command line.
+
+Everything but the last test runs without detectron2: the runner, the report and the metrics parser
+read files. The last one trains a few iterations of every backbone with detectron2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from detectron2_ext.compare import BACKBONES, DETECTORS, budget_of_config, config_path
+from detectron2_ext.compare import __main__ as cli
+from detectron2_ext.compare.child import measured
+from detectron2_ext.compare.report import paper_ap, render_markdown, statistics
+from detectron2_ext.config import attention_choices
+from torch_impl.zoo.paper import TABLE8, TABLE9
+
+
+@pytest.mark.parametrize("detector", list(DETECTORS))
+def test_a_detectors_configs_differ_in_the_attention_only(detector):
+    budgets = {b: budget_of_config(detector, b) for b in BACKBONES}
+    assert all(budget == budgets["R_50"] for budget in budgets.values())
+    for backbone, (_, attention) in BACKBONES.items():
+        text = config_path(detector, backbone).read_text()
+        assert f'ATTENTION: "{attention}"' in text and attention in attention_choices()
+    # the budget does change with what a run learns from
+    assert budget_of_config(detector, "R_50", ["SOLVER.MAX_ITER", "10"]) != budgets["R_50"]
+    assert budget_of_config(detector, "R_50", ["SOLVER.MAX_ITER", "10"])["SOLVER"]["MAX_ITER"] == 10
+
+
+def test_paper_numbers_are_the_printed_ones():
+    assert paper_ap(TABLE8, "Mask R-CNN", "3D-AFF-ResNet-50")["AP50"] == 61.4
+    assert paper_ap(TABLE8, "Faster R-CNN", "ResNet-50")["APl"] == 48.6
+    assert paper_ap(TABLE9, "Mask R-CNN", "SE-ResNet-50") == {"AP": 35.6, "AP50": 57.6, "AP75": 37.8}
+
+
+def _metrics_lines(max_iter: int, final: bool, ap50: float = 60.0) -> list[dict]:
+    lines = [{"iteration": i, "total_loss": 2.0 - i / max_iter, "loss_cls": 0.5, "loss_mask": 0.4, "lr": 0.02}
+             for i in range(19, max_iter, 20)]  # fmt: skip
+    evals = [max_iter // 2 - 1] + ([max_iter] if final else [])  # as detectron2 logs them
+    for it in evals:
+        box = {f"bbox/{k}": v for k, v in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), (40, ap50, 45, 30, 50, math.nan))}
+        segm = {f"segm/{k}": v for k, v in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), (41, 62, 46, 31, 51, math.nan))}
+        lines.append({"iteration": it, **box, **segm})
+    return lines
+
+
+def _write_run(run_dir: Path, max_iter: int = 100, final: bool = True, ap50: float = 60.0) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = _metrics_lines(max_iter, final, ap50)
+    (run_dir / "metrics.json").write_text("\n".join(json.dumps(m) for m in lines) + "\n")
+
+
+def test_measured_reads_detectron2s_metrics(tmp_path):
+    _write_run(tmp_path, max_iter=100)
+    m = measured(tmp_path, 100, mask_on=True)
+    assert m["iterations"] == 100
+    assert m["box"] == {"AP": 40, "AP50": 60.0, "AP75": 45, "APs": 30, "APm": 50, "APl": None}  # NaN: no large object
+    assert m["mask"]["AP50"] == 62
+    assert [e["iteration"] for e in m["evaluations"]] == [50, 100]
+    assert m["losses"][0] == {"iteration": 20, "total_loss": 2.0 - 19 / 100, "loss_cls": 0.5, "loss_mask": 0.4, "lr": 0.02}
+    assert "mask" not in measured(tmp_path, 100, mask_on=False)
+
+
+def test_a_run_without_its_final_evaluation_has_no_record(tmp_path):
+    _write_run(tmp_path, max_iter=100, final=False)
+    assert measured(tmp_path, 100, mask_on=True) is None
+    assert measured(tmp_path / "missing", 100, mask_on=True) is None
+
+
+def _record(backbone: str, seed: int, ap50: float) -> dict:
+    label, attention = BACKBONES[backbone]
+    return {
+        "detector": "Mask R-CNN", "detector_key": "mask_rcnn", "backbone": label, "backbone_key": backbone,
+        "attention": attention, "seed": seed, "run_key": f"mask_rcnn_{backbone}.seed{seed}", "budget_id": "x",
+        "iterations": 100, "box": {"AP": 30.0, "AP50": ap50, "AP75": 31.0, "APs": 20.0, "APm": 40.0, "APl": None},
+        "mask": {"AP": 32.0, "AP50": ap50 + 1, "AP75": 33.0, "APs": 21.0, "APm": 41.0, "APl": None},
+        "wall_time_s": 600.0, "machine": {"cpu": "test CPU", "cores": 2}, "threads": 1, "versions": {"torch": "x"},
+    }  # fmt: skip
+
+
+def test_report_pairs_each_backbone_with_resnet50_over_the_same_seeds():
+    data = {"budget_id": "x", "records": [
+        _record("R_50", 0, 50.0), _record("R_50", 1, 54.0),
+        _record("AFF3D_R_50", 0, 53.0), _record("AFF3D_R_50", 1, 55.0), _record("AFF3D_R_50", 2, 90.0),
+    ]}  # fmt: skip
+    rows = {s["backbone"]: s for s in statistics(data, "box", "AP50")}
+    assert rows["R_50"]["summary"].mean == 52.0 and rows["R_50"]["difference"] is None
+    aff = rows["AFF3D_R_50"]
+    assert aff["summary"].n == 3 and aff["summary"].mean == pytest.approx(66.0)
+    assert aff["difference"].n == 2 and aff["difference"].mean == pytest.approx(2.0)  # seed 2 has no partner
+    # differences 3 and 1: std sqrt(2), 95 % t (1 dof) 12.706 * sqrt(2) / sqrt(2)
+    assert aff["difference"].half_width == pytest.approx(12.7062, abs=1e-3)
+    text = render_markdown(data)
+    assert "| Mask R-CNN | 3D-AFF-ResNet-50 | 3 | 30.0 ± 0.0 [30.0, 30.0] | 66.0 ± 20.8 [53.0, 90.0] |" in text
+    assert "+2.0 [-10.7, +14.7] | 40.3, 61.4, 43.9, 24.0, 43.7, 52.4 |" in text  # Table 8's COCO row beside
+    assert "## Mask AP (Table 9's columns)" in text and "36.3, 58.1, 38.5" in text
+    assert "| Mask R-CNN | ResNet-50 | 2 |" in text and "baseline" in text
+
+
+def _run(args: list[str], capsys) -> tuple[int, str]:
+    rc = cli.main(args)
+    captured = capsys.readouterr()
+    return rc, captured.out + captured.err
+
+
+def test_bad_names_and_overrides_are_errors(tmp_path, capsys):
+    rc, out = _run(["--backbones", "R_50,VGG", "--out", str(tmp_path)], capsys)
+    assert rc == 2 and "error: unknown backbone ['VGG']: expected some of ['R_50', 'SE_R_50', 'AFF3D_R_50']" in out
+    rc, out = _run(["--detectors", "retinanet", "--out", str(tmp_path)], capsys)
+    assert rc == 2 and "error: unknown detector ['retinanet']" in out
+    rc, out = _run(["--out", str(tmp_path), "SOLVER.MAX_ITER"], capsys)
+    assert rc == 2 and "KEY VALUE pairs" in out
+
+
+def test_finished_runs_are_merged_and_another_budget_is_refused(tmp_path, capsys):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    rc, text = _run(["--out", str(out), "--runs", str(runs), "--dry-run", "--seeds", "2"], capsys)
+    commands = [line for line in text.splitlines() if "detectron2_ext.compare.child" in line]
+    assert rc == 0 and len(commands) == 6  # 3 backbones x 2 seeds, nothing trained yet
+    spec_path = Path(commands[0].split()[-1])
+    spec = json.loads(spec_path.read_text())
+    assert spec["config_file"].endswith("configs/shapes/mask_rcnn_R_50_FPN_shapes.yaml") and spec["seed"] == 0
+    # a run that finished before (its record.json) is merged without training it again
+    run_dir = Path(spec["run_dir"])
+    measured_part = {k: v for k, v in _record("R_50", 0, 51.0).items() if k in ("iterations", "box", "mask", "wall_time_s",
+                                                                            "machine", "threads", "versions")}  # fmt: skip
+    run_dir.mkdir(parents=True)
+    (run_dir / "record.json").write_text(json.dumps(measured_part))
+    rc, text = _run(["--out", str(out), "--runs", str(runs), "--dry-run", "--seeds", "2"], capsys)
+    assert rc == 0 and len([line for line in text.splitlines() if "compare.child" in line]) == 5
+    results = json.loads((out / "results.json").read_text())
+    assert [r["run_key"] for r in results["records"]] == ["mask_rcnn_R_50.seed0"]
+    assert results["records"][0]["box"]["AP50"] == 51.0 and (out / "results.md").exists()
+    # the same folder with another budget: refused, the results file untouched
+    before = (out / "results.json").read_bytes()
+    rc, text = _run(["--out", str(out), "--runs", str(runs), "--dry-run", "SOLVER.MAX_ITER", "10"], capsys)
+    assert rc == 2 and text.startswith("error: ") and "another budget" in text
+    assert (out / "results.json").read_bytes() == before
+
+
+@pytest.mark.detectron2
+@pytest.mark.slow
+def test_a_tiny_comparison_trains_every_backbone(tmp_path, capsys):
+    pytest.importorskip("detectron2", reason="detectron2 is not installed (see detectron2_ext/README.md)")
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    tiny = ["SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "(3,)", "SOLVER.WARMUP_ITERS", "1", "TEST.EVAL_PERIOD", "0",
+            "DATASETS.SHAPES.NUM_TRAIN", "8", "DATASETS.SHAPES.NUM_VAL", "4", "SOLVER.CHECKPOINT_PERIOD", "2"]  # fmt: skip
+    rc, text = _run(["--out", str(out), "--runs", str(runs), "--seeds", "1", *tiny], capsys)
+    assert rc == 0, text
+    results = json.loads((out / "results.json").read_text())
+    assert [r["backbone_key"] for r in results["records"]] == list(BACKBONES)
+    for r in results["records"]:
+        assert r["iterations"] == 4 and set(r["box"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+        assert r["losses"] and r["wall_time_s"] > 0 and r["threads"] == 1
+    assert set(json.loads((out / "predictions.json").read_text())) == {f"mask_rcnn_{b}.seed0" for b in BACKBONES}
+    assert "| Mask R-CNN | 3D-AFF-ResNet-50 | 1 |" in (out / "results.md").read_text()
