@@ -199,7 +199,7 @@ def detection_table(data: dict, task: str = "box") -> pd.DataFrame:
         for c in columns:
             s = stats.get((detector, backbone, c))
             row[c] = np.nan if s is None else s["summary"].mean
-            if c in ("AP", "AP50") and s is not None:
+            if c == "AP50" and s is not None:
                 row[f"{c} seeds"] = ", ".join(f"{s['values'][k]:.1f}" for k in sorted(s["values"]))
         d = stats[(detector, backbone, "AP50")]["difference"]
         row["seeds"] = stats[(detector, backbone, "AP50")]["summary"].n

@@ -31,6 +31,7 @@ def test_a_detectors_configs_differ_in_the_attention_only(detector):
     # the budget does change with what a run learns from
     assert budget_of_config(detector, "R_50", ["SOLVER.MAX_ITER", "10"]) != budgets["R_50"]
     assert budget_of_config(detector, "R_50", ["SOLVER.MAX_ITER", "10"])["SOLVER"]["MAX_ITER"] == 10
+    assert budget_of_config(detector, "R_50", ["SOLVER.CHECKPOINT_PERIOD", "7"]) == budgets["R_50"]  # saving only
 
 
 def test_paper_numbers_are_the_printed_ones():
@@ -116,6 +117,15 @@ def test_bad_names_and_overrides_are_errors(tmp_path, capsys):
     assert rc == 2 and "error: unknown detector ['retinanet']" in out
     rc, out = _run(["--out", str(tmp_path), "SOLVER.MAX_ITER"], capsys)
     assert rc == 2 and "KEY VALUE pairs" in out
+    rc, out = _run(["--out", str(tmp_path / "empty"), "--report-only"], capsys)
+    assert rc == 2 and "error: no finished runs in" in out and "nothing to report" in out
+
+
+def test_training_without_detectron2_says_what_is_missing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None)
+    rc, out = _run(["--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")], capsys)
+    assert rc == 2 and "error: training needs detectron2, which is not installed" in out
+    assert not (tmp_path / "runs").exists()
 
 
 def test_finished_runs_are_merged_and_another_budget_is_refused(tmp_path, capsys):
@@ -160,3 +170,31 @@ def test_a_tiny_comparison_trains_every_backbone(tmp_path, capsys):
         assert r["losses"] and r["wall_time_s"] > 0 and r["threads"] == 1
     assert set(json.loads((out / "predictions.json").read_text())) == {f"mask_rcnn_{b}.seed0" for b in BACKBONES}
     assert "| Mask R-CNN | 3D-AFF-ResNet-50 | 1 |" in (out / "results.md").read_text()
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "results" / "experiments" / "detection"
+
+
+def _section_tables(text: str) -> list[str]:
+    """The table rows of results.md's "Box AP" and "Mask AP" sections."""
+    rows, keep = [], False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            keep = line.startswith(("## Box AP", "## Mask AP"))
+        elif keep and line.startswith("|"):
+            rows.append(line)
+    return rows
+
+
+def test_committed_report_is_the_report_of_the_committed_records():
+    data = json.loads((COMMITTED / "results.json").read_text())
+    assert (COMMITTED / "results.md").read_text() == render_markdown(data)
+    assert {r["backbone_key"] for r in data["records"]} == set(BACKBONES)
+    predictions = json.loads((COMMITTED / "predictions.json").read_text())
+    assert set(predictions) == {f"mask_rcnn_{b}.seed0" for b in BACKBONES}
+
+
+def test_readme_shows_the_committed_detection_tables():
+    readme = (COMMITTED.parents[3] / "README.md").read_text()
+    rows = _section_tables((COMMITTED / "results.md").read_text())
+    assert len(rows) >= 2 + 3 and all(row in readme for row in rows), [r for r in rows if r not in readme][:2]

@@ -14,6 +14,7 @@ runs kept). Training needs detectron2 (detectron2_ext/README.md); ``--report-onl
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -123,8 +124,13 @@ def _main(args) -> int:
             (out / "results.md").write_text(render_markdown(data))
 
     if args.report_only:
+        if not data["records"]:
+            raise UserError(f"no finished runs in {out / 'results.json'}: nothing to report")
         write_report()
         return 0
+    if not args.dry_run and importlib.util.find_spec("detectron2") is None:
+        raise UserError("training needs detectron2, which is not installed (detectron2_ext/README.md says how to "
+                        "build it); --report-only and --dry-run work without it")
     runs_dir = Path(args.runs) / bid
     done = {(r["detector_key"], r["backbone_key"], int(r["seed"])) for r in data["records"]}
     queue = []

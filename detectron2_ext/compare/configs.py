@@ -23,8 +23,8 @@ BACKBONES: dict[str, tuple[str, str]] = {
 }
 DETECTORS: dict[str, str] = {"mask_rcnn": "Mask R-CNN", "faster_rcnn": "Faster R-CNN"}
 
-# Keys that name a run rather than change what it learns.
-PER_RUN_KEYS = (("MODEL", "AFF3D", "ATTENTION"), ("SEED",), ("OUTPUT_DIR",))
+# Keys that name a run or say where and how often it saves, rather than change what it learns.
+PER_RUN_KEYS = (("MODEL", "AFF3D", "ATTENTION"), ("SEED",), ("OUTPUT_DIR",), ("SOLVER", "CHECKPOINT_PERIOD"))
 
 
 def config_path(detector: str, backbone: str) -> Path:
