@@ -157,7 +157,13 @@ def test_interrupt_ends_with_one_line_saying_how_to_resume(tmp_path, sig):
     args = [sys.executable, "-m", "torch_impl.train", "--model", "resnet20_cifar", "--image-size", "16",
             "--train-samples", "96", "--val-samples", "16", "--batch-size", "8", "--epochs", "50",
             "--threads", "1", "--output-dir", str(tmp_path), "--run-name", "stopped", "--no-tensorboard"]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored across
+    # exec: the child would never see the SIGINT. A handler in this process is reset to the default there.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "last.pth").exists():
