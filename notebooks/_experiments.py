@@ -188,7 +188,7 @@ def detection_table(data: dict, task: str = "box") -> pd.DataFrame:
     columns over seeds (the seeds' range in brackets), the paired AP50 difference to ResNet-50 with its
     95 % t-interval, and the paper's COCO numbers beside (labelled: another data set and budget)."""
     from detectron2_ext.compare.configs import BACKBONES, DETECTORS
-    from detectron2_ext.compare.report import BOX_COLUMNS, MASK_COLUMNS, paper_ap, statistics
+    from detectron2_ext.compare.report import BOX_COLUMNS, MASK_COLUMNS, format_difference, paper_ap, statistics
     from torch_impl.zoo.paper import TABLE8, TABLE9
 
     columns, table = (BOX_COLUMNS, TABLE8) if task == "box" else (MASK_COLUMNS, TABLE9)
@@ -203,8 +203,7 @@ def detection_table(data: dict, task: str = "box") -> pd.DataFrame:
                 row[f"{c} seeds"] = ", ".join(f"{s['values'][k]:.1f}" for k in sorted(s["values"]))
         d = stats[(detector, backbone, "AP50")]["difference"]
         row["seeds"] = stats[(detector, backbone, "AP50")]["summary"].n
-        row["AP50 − R50 [95 % CI]"] = "baseline" if d is None else (
-            f"{d.mean:+.1f} [{d.low:+.1f}, {d.high:+.1f}]" if d.n > 1 else f"{d.mean:+.1f} (1 seed)")
+        row["AP50 − R50 [95 % CI]"] = format_difference(d)
         coco = paper_ap(table, DETECTORS[detector], BACKBONES[backbone][0])
         row.update({f"COCO {c} (paper)": coco.get(c, np.nan) for c in ("AP", "AP50")})
         rows.append(row)

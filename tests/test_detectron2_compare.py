@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -40,20 +39,20 @@ def test_paper_numbers_are_the_printed_ones():
     assert paper_ap(TABLE9, "Mask R-CNN", "SE-ResNet-50") == {"AP": 35.6, "AP50": 57.6, "AP75": 37.8}
 
 
-def _metrics_lines(max_iter: int, final: bool, ap50: float = 60.0) -> list[dict]:
+def _metrics_lines(max_iter: int, final: bool) -> list[dict]:
     lines = [{"iteration": i, "total_loss": 2.0 - i / max_iter, "loss_cls": 0.5, "loss_mask": 0.4, "lr": 0.02}
              for i in range(19, max_iter, 20)]  # fmt: skip
     evals = [max_iter // 2 - 1] + ([max_iter] if final else [])  # as detectron2 logs them
     for it in evals:
-        box = {f"bbox/{k}": v for k, v in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), (40, ap50, 45, 30, 50, math.nan))}
+        box = {f"bbox/{k}": v for k, v in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), (40, 60.0, 45, 30, 50, math.nan))}
         segm = {f"segm/{k}": v for k, v in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), (41, 62, 46, 31, 51, math.nan))}
         lines.append({"iteration": it, **box, **segm})
     return lines
 
 
-def _write_run(run_dir: Path, max_iter: int = 100, final: bool = True, ap50: float = 60.0) -> None:
+def _write_run(run_dir: Path, max_iter: int = 100, final: bool = True) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    lines = _metrics_lines(max_iter, final, ap50)
+    lines = _metrics_lines(max_iter, final)
     (run_dir / "metrics.json").write_text("\n".join(json.dumps(m) for m in lines) + "\n")
 
 

@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from torch_impl.experiments.child import RECORD
 from torch_impl.experiments.runner import Executor, read_finished
 from torch_impl.experiments.store import ResultsMismatch, budget_id, load_results, write_json_atomic
 
@@ -29,7 +28,6 @@ from .configs import BACKBONES, DETECTORS, budget_of_config, config_path
 from .report import PREDICTIONS_FILE, predictions_of, render_markdown
 
 GRID = "detection"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class UserError(Exception):

@@ -67,7 +67,8 @@ def _cell(values: dict[int, float]) -> str:
     return f"{s.mean:.1f} ± {s.std:.1f} [{min(values.values()):.1f}, {max(values.values()):.1f}]"
 
 
-def _difference(d) -> str:
+def format_difference(d) -> str:
+    """A paired difference as text: its mean and 95 % interval, or 'baseline' / '(1 seed)'."""
     if d is None:
         return "baseline"
     if d.n < 2 or math.isnan(d.half_width):
@@ -88,7 +89,7 @@ def _table(data: dict[str, Any], task: str, columns: tuple[str, ...], paper_tabl
         lines.append("| " + " | ".join([
             det_label, label, str(max(c["summary"].n for c in cells if c)),
             *[_cell(c["values"]) if c else "–" for c in cells],
-            _difference(ap50["difference"]) if ap50 else "–",
+            format_difference(ap50["difference"]) if ap50 else "–",
             ", ".join(f"{coco[c]:.1f}" for c in columns if c in coco) or "–",
         ]) + " |")  # fmt: skip
     return lines
