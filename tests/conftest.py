@@ -21,6 +21,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def fast_forms_on_tiny_maps(request, monkeypatch):
+    """The tests' maps are tiny, and on tiny CPU maps training takes the small_map route
+    (``aff3d_fast.small_map``): the rule is turned off here, through the environment so that the
+    processes a test starts agree with it, and a test of a fast route runs that route. Tests marked
+    ``size_rule`` keep the rule as users get it."""
+    if "size_rule" not in request.keywords:
+        monkeypatch.setenv("AFF3D_SMALL_MAP", "0")
+
+
 def _randomize_batch_norm(module: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BatchNorm random affine parameters and running statistics.
 

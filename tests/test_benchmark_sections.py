@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from torch_impl import benchmark, benchmark_sections
+from torch_impl import benchmark, benchmark_routes, benchmark_sections
 from torch_impl.attention import AFF3D
 from torch_impl.models.registry import create_model
 
@@ -55,15 +55,18 @@ def test_routed_network_equals_the_fast_one_in_training(randomize_bn):
 
 def test_sections_smoke_run(tmp_path):
     out = tmp_path / "bench"
-    res = benchmark.main(["--sections", "small,table,detection", "--quick", "--reps", "1", "--image-size", "32",
+    res = benchmark.main(["--sections", "small,table,routes,detection", "--quick", "--reps", "1", "--image-size", "32",
                           "--cpu-batch", "2", "--out", str(out)])
-    for name in ("small", "table", "detection"):
+    for name in ("small", "table", "routes", "detection"):
         assert json.loads((tmp_path / f"bench_{name}.json").read_text()) == json.loads(json.dumps(res[name]))
     small = res["small"]
     assert small["step_ratio"]["resnet20_cifar_nhwc"] == 1.0 and len(small["step_ms"]) == 8
     assert small["load_average_before"] is not None
     assert res["table"]["table_vs_fast_max_abs_diff"] < 1e-3
+    routes = res["routes"]["shapes"]
+    assert len(routes) == 2 * len(benchmark_routes.SHAPES) and all(set(r["ms"]) == set(r["forms"]) for r in routes)
     md = (tmp_path / "bench.md").read_text()
     assert "CPU training step, small networks" in md and "Table gate" in md and "Detection backbone" in md
+    assert "Routes of the fast path" in md
     if res["detection"].get("skipped"):
         assert "detectron2" in res["detection"]["skipped"]

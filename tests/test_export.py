@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from torch_impl import create_model
 from torch_impl.attention import get_attention

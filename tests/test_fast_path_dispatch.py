@@ -63,7 +63,63 @@ def test_each_route_is_taken_where_the_table_says(randomize_bn):
     assert _route(m, U[:0], X[:0]) == "straightforward"
     assert _route(AFF3D(8, "mc_r", reduction=2), U.float(), X.float()) == "vector_gate"
     assert _route(AFF3D(8, "parallel_concat", reduction=2), U.float(), X.float()) == "vector_gate"
-    assert set(fast.ROUTES) == {"straightforward", "vector_gate", "table", "folded", "autograd", "fused_tail"}
+    assert set(fast.ROUTES) == {"straightforward", "vector_gate", "small_map", "table", "folded", "autograd", "fused_tail"}
+
+
+@pytest.mark.size_rule
+@pytest.mark.parametrize("layout, fast_route", [("nchw", "fused_tail"), ("channels_last", "table")])
+def test_small_cpu_maps_train_on_the_small_map_route(layout, fast_route, randomize_bn):
+    """Training on a CPU map too small for the fast form (``aff3d_fast.small_map``) takes the small_map
+    route, chosen without a warning and exact; at the limit the fast form; inference folds at any size."""
+    m, ref = _twins(randomize_bn)  # C = 8, d = 2: K + 1 = 5 table rows
+    if layout == "channels_last":
+        limit, fmt = fast.SMALL_MAP["table"] * 5, torch.channels_last  # H W pixels
+    else:
+        limit, fmt = fast.SMALL_MAP["product"] // 8, torch.contiguous_format  # C H W values
+    for w, route in [(limit // 2 - 1, "small_map"), (limit // 2, fast_route)]:
+        U, X = (t.to(memory_format=fmt) for t in _pair(3, h=2, w=w))
+        U.requires_grad_()
+        assert _route(m, U, X) == route
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            y = m(U, X)
+        assert not [w for w in said if "AFF3D" in str(w.message)]
+        y_ref = ref(U, X)
+        assert _diff(y, y_ref) < TOL
+        g, g_ref = torch.autograd.grad(y.sum(), U), torch.autograd.grad(y_ref.sum(), U)
+        assert _diff(g[0], g_ref[0]) < TOL
+        assert _diff(m.spatial.bn.running_mean, ref.spatial.bn.running_mean) < TOL
+        m.eval()
+        with torch.no_grad():
+            assert _route(m, U, X) == "folded"
+        m.train()
+
+
+@pytest.mark.size_rule
+@pytest.mark.parametrize("design", ["aff3d", "aff3d_sum", "mc_r+ms_r", "mc_rs+ms_rs", "kernel_size=5"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_the_small_map_route_is_exact_with_the_block_norm(design, layout, randomize_bn, bn_twins):
+    """``small_map_forward`` with the block's norm, train mode: output, every gradient and the running
+    statistics of every BN equal the straightforward path's (float64, 1e-10)."""
+    kw = {"kernel_size": 5} if design == "kernel_size=5" else {}
+    design = "aff3d" if kw else design
+    torch.manual_seed(0)
+    m = randomize_bn(AFF3D(8, design, reduction=2, **kw), 1).double().train()
+    ref = AFF3D(8, design, impl="straightforward", reduction=2, **kw).double().train()
+    ref.load_state_dict(m.state_dict())
+    bn, bn_ref = bn_twins(8)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    R, X = (t.to(memory_format=fmt).requires_grad_() for t in _pair(4))
+    y = fast.run_route("small_map", m, R, X, bn, add=True, relu=True)
+    y_ref = (ref(bn_ref(R), X) + X).relu()
+    assert _diff(y, y_ref) < TOL
+    dout = torch.randn_like(y)
+    g = torch.autograd.grad(y, [R, X, *m.parameters(), *bn.parameters()], dout)
+    g_ref = torch.autograd.grad(y_ref, [R, X, *ref.parameters(), *bn_ref.parameters()], dout)
+    assert max(_diff(a, b) for a, b in zip(g, g_ref)) < TOL
+    stats = [b for mod in (m, bn) for b in mod.buffers()]
+    stats_ref = [b for mod in (ref, bn_ref) for b in mod.buffers()]
+    assert max(_diff(a.double(), b.double()) for a, b in zip(stats, stats_ref)) < TOL
 
 
 def test_routes_under_torch_compile_tracing(monkeypatch, randomize_bn):

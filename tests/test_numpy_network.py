@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from reference_numpy import NetworkSpec, infer_spec, resnet_forward
 from reference_numpy.designs import resolve_design

@@ -6,6 +6,8 @@
     table      the table gate: multiply-accumulates of each 3D-AFF path over ResNet-50 (the
                arithmetic floor), and CPU inference of 3D-AFF-ResNet-50 through the table against
                ResNet-50, channels_last, batch 1 and a batch
+    routes     where CPU training leaves the fast forms for the straightforward path: one module's
+               forward + backward per route at the notebooks' shapes (``benchmark_routes``)
     detection  a training step of the detectron2 backbone (3D-AFF-R50-FPN against R50-FPN); skipped,
                with the reason, where detectron2 is not installed
 
@@ -26,7 +28,7 @@ import time
 import torch
 from torch import nn
 
-SECTIONS = ("small", "table", "detection")
+SECTIONS = ("small", "table", "routes", "detection")
 SMALL = ("resnet20_cifar", "se_resnet20_cifar", "aff3d_resnet20_cifar")
 
 
@@ -246,7 +248,8 @@ def bench_table(reps: int, threads: int = 2, image_size: int = 224, batch: int =
 
 def bench_detection(reps: int, threads: int = 2, image_size: int = 256, batch: int = 2) -> dict:
     """Training step of the FPN backbone alone (sum of its features as the loss), R50-FPN against
-    3D-AFF-R50-FPN, the COCO configs' norm (FrozenBN)."""
+    3D-AFF-R50-FPN (the fast path, and the straightforward path with the same weights), the COCO
+    configs' norm (FrozenBN)."""
     try:
         from detectron2.config import get_cfg
         from detectron2.layers import ShapeSpec
@@ -256,6 +259,8 @@ def bench_detection(reps: int, threads: int = 2, image_size: int = 256, batch: i
     from detectron2_ext.backbone import build_aff3d_resnet_fpn_backbone
     from detectron2_ext.config import add_aff3d_config
 
+    from .attention.aff3d import AFF3D
+
     torch.set_num_threads(threads)
     cfg = get_cfg()
     add_aff3d_config(cfg)
@@ -264,6 +269,11 @@ def bench_detection(reps: int, threads: int = 2, image_size: int = 256, batch: i
     torch.manual_seed(0)
     models = {"r50_fpn": build_resnet_fpn_backbone(cfg, ShapeSpec(channels=3)),
               "aff3d_r50_fpn": build_aff3d_resnet_fpn_backbone(cfg, ShapeSpec(channels=3))}
+    models["aff3d_r50_fpn_straightforward"] = build_aff3d_resnet_fpn_backbone(cfg, ShapeSpec(channels=3))
+    models["aff3d_r50_fpn_straightforward"].load_state_dict(models["aff3d_r50_fpn"].state_dict())
+    for m in models["aff3d_r50_fpn_straightforward"].modules():
+        if isinstance(m, AFF3D):
+            m.impl = "straightforward"
     x = torch.randn(batch, 3, image_size, image_size)
     opts = {n: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.01) for n, m in models.items()}
 
@@ -292,6 +302,10 @@ def run(section: str, args) -> dict:
     """One section with the command line's options (repetitions, threads, image size, batch)."""
     if section == "small":  # the notebooks' batch; --quick: a smoke run
         return bench_small_train(args.reps, batch=8 if args.quick else 32)
+    if section == "routes":
+        from .benchmark_routes import bench_routes
+
+        return bench_routes(args.reps, batch=8 if args.quick else 32)
     if section == "table":
         return bench_table(args.reps, threads=args.threads, image_size=args.image_size, batch=args.cpu_batch)
     return bench_detection(args.reps, threads=args.threads)
@@ -318,6 +332,10 @@ def summary(res: dict) -> str:
         return "\n".join([f"table gate: 3D-AFF extra MACs over ResNet-50 ({res['resnet50_gmacs']:.2f} G): {floors}",
                           f"CPU inference, channels_last ({res['threads']} threads): b1 ms / ratio, b{b} ms / ratio "
                           f"({_loads(res)})", *rows])
+    if res["section"] == "routes":
+        from . import benchmark_routes
+
+        return benchmark_routes.summary(res, _loads(res))
     return "\n".join([f"detection backbone training step ({res['norm']}): ms / ratio ({_loads(res)})",
                       *[f"  {n:20s} {res['step_ms'][n]:8.1f} {res['step_ratio'][n]:6.3f}" for n in res["step_ms"]]])
 
@@ -351,6 +369,11 @@ def markdown(sections: dict, notes=lambda section: []) -> list[str]:
                          f"{s[f'time_b{b}_ms'][n]:.1f} | {s[f'time_b{b}_ratio'][n]:.3f} |")
         lines += ["", f"Targets <= 1.10. {s['reps']} repetitions; {_loads(s)} (provisional while the machine is "
                       "shared).", ""]
+    s = sections.get("routes")
+    if s:
+        from . import benchmark_routes
+
+        lines += benchmark_routes.markdown(s, notes(s), _loads(s))
     s = sections.get("detection")
     if s:
         lines += ["## Detection backbone training step", "", *notes(s)]

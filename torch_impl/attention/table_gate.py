@@ -58,20 +58,11 @@ The fused pass of the lookup, the sigmoid, eq. 7 and the block's ReLU is
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import gate_cpu
-from .aff3d_fast.algebra import (
-    channel_squeeze_split,
-    fold_bn,
-    rank1_fex_input,
-    shift_sum,
-    spatial_conv_split,
-    split_spatial_weight,
-    tap_weights,
-)
-from .aff3d_fast.norms import batch_statistics
+from .aff3d_fast.algebra import channel_squeeze_split, fold_bn, rank1_fex_input, spatial_conv_layout
+from .aff3d_fast.norms import batch_statistics, spatial_norm
 
 # ---------------------------------------------------------------------------------------------
 # The algebra, pure functions (steps 2-6)
@@ -267,33 +258,6 @@ def _bn_affine(bn: nn.Module, M_s: torch.Tensor, moments, update: bool, dtype):
     return fold_bn(bn.weight, bn.bias, mean, var, bn.eps)
 
 
-def _spatial_conv(U: torch.Tensor, X: torch.Tensor, weight: torch.Tensor, design) -> torch.Tensor:
-    """F_conv's convolution as ``aff3d_fast.spatial_conv_split`` (taps, then shifts); on channels_last maps
-    the taps as a 1x1 convolution to k^2 channels, which reads each pixel's C values in a row (on CPU
-    up to 4x faster there than the (k^2 x C) @ (C x HW) product)."""
-    if not gate_cpu.channels_last(U):
-        return spatial_conv_split(U, X, weight, design)
-    W_U, W_X = split_spatial_weight(weight, design, U.shape[1])
-    k = weight.shape[-1]
-    T = F.conv2d(U, tap_weights(W_U)[:, :, None, None])
-    if W_X is not None:
-        T = T + F.conv2d(X, tap_weights(W_X)[:, :, None, None])
-    return shift_sum(T, k)
-
-
-def _spatial_norm(bn: nn.Module, x: torch.Tensor, update: bool) -> torch.Tensor:
-    """F_conv's BN on the one-channel map, as tensor ops for a BatchNorm2d (PyTorch's CPU batch-norm
-    backward is slow on one channel: 22 ms of a 340 ms training step of the notebooks' 3D-AFF-ResNet-20,
-    measured); ``update=False`` leaves the running statistics where they are. Other norms: called."""
-    if type(bn) is nn.BatchNorm2d:
-        mean, var = batch_statistics(bn, x, update)
-        scale, shift = fold_bn(bn.weight, bn.bias, mean, var, bn.eps)
-        return torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
-    if update or not bn.training:
-        return bn(x)
-    return F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
-
-
 def supports(m: nn.Module, norm: nn.Module | None = None) -> bool:
     """Whether ``table_forward`` serves this module: an F_ex design (M_3D through F_ex), and plain
     BatchNorm2d (or none) in F_ex. The spatial BN and the block's ``norm`` are called as modules."""
@@ -310,7 +274,7 @@ def gate_tables(m: nn.Module, U: torch.Tensor, X: torch.Tensor, update: bool = T
     design, f = m.design, m.fex
     cdt = torch.promote_types(U.dtype, torch.float32)
     M_c = channel_squeeze_split(U, X, design).to(cdt)  # eq. 4
-    M_s = _spatial_norm(m.spatial.bn, _spatial_conv(U, X, m.spatial.conv.weight, design), update).to(cdt)  # eq. 5
+    M_s = spatial_norm(m.spatial.bn, spatial_conv_layout(U, X, m.spatial.conv.weight, design), update).to(cdt)  # eq. 5
     v, r = rank1_fex_input(M_c, f.conv1.weight.flatten(1).to(cdt), f.conv1.bias)  # W_1 M_3D = v + r M_s
     a1, c1 = _bn_affine(f.bn1, M_s, lambda ms: hidden_batch_stats(v, r, ms), update, cdt)
     v, r = fold_hidden_norm(v, r, a1, c1)

@@ -31,6 +31,8 @@ The dispatch (``choose_route``), in the order it is decided:
                       GroupNorm, SyncBatchNorm in training)
     vector_gate       SE or parallel designs: the gate is a (C, 1, 1) ``vector_gate``: only the
                       and/or (1, H, W) map, nothing to shorten       spatial conv is split
+    small_map         CPU, not inference, not tracing, a map too    ``small_map_forward``: the equations
+                      small for the fast form (``small_map``)         under autograd, eq. 5's conv split
     table             CPU maps in channels_last, the compiled pass   ``table_gate.table_forward``:
                       available (``kernels.gate_cpu``), plain BN in   F_ex as a per-sample lookup
                       F_ex, not tracing, a mode in TABLE_MODES        table, C MACs per pixel
@@ -44,6 +46,7 @@ The dispatch (``choose_route``), in the order it is decided:
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import NamedTuple
 
@@ -63,23 +66,33 @@ from .algebra import (
     shift_kernel,
     shift_sum,
     shift_sum_strided,
+    spatial_conv_layout,
     spatial_conv_split,
     spatial_taps,
     split_spatial_weight,
     tap_weights,
 )
 from .full_map import autocast_off, compute_dtype
-from .norms import unsupported_reason, uses_batch_stats
+from .norms import spatial_norm, unsupported_reason, uses_batch_stats
 from .training import FusedTail, Plan, tail_forward, weights
 
 __all__ = [
-    "fast_forward", "choose_route", "Route", "ROUTES", "clear_folded",
+    "fast_forward", "run_route", "choose_route", "Route", "ROUTES", "SMALL_MAP", "small_map", "clear_folded",
     "split_spatial_weight", "tap_weights", "spatial_taps", "shift_kernel", "shift_sum", "shift_sum_strided",
     "spatial_conv_split", "channel_squeeze_split", "rank1_fex_input", "fex_hidden", "linear_batch_stats",
     "fold_bn",
 ]
 
-ROUTES = ("straightforward", "vector_gate", "table", "folded", "autograd", "fused_tail")
+ROUTES = ("straightforward", "vector_gate", "small_map", "table", "folded", "autograd", "fused_tail")
+# CPU training takes the small_map route (``small_map_forward``) where a fast form's fixed costs outweigh
+# its per-pixel saving (``small_map``). The table gate does O(K C) work per sample (breakpoints, the
+# (K + 1, C) tables, their batch statistics): it pays from H W >= SMALL_MAP["table"] (K + 1) pixels.
+# The product form (``fused_tail``) has a fixed cost per call (its custom Function, re-running the small
+# graph in backward): it pays from C H W >= SMALL_MAP["product"] values per sample. Chosen from module
+# forward + backward times with the block norm, batch 32, one thread
+# (``python -m torch_impl.benchmark --sections routes`` -> ``docs/results/benchmark_routes.json``;
+# ``tests/test_benchmark_routes.py`` checks the rule against that file).
+SMALL_MAP = {"table": 16, "product": 16384}
 # The modes in which the table gate is the default where it can run (CPU, channels_last maps, the
 # compiled pass available): where it measured faster than the product form. Module forward +
 # backward with the block norm, one thread, CPU channels_last (2-vCPU VM under load 8, medians of 7
@@ -122,7 +135,10 @@ def choose_route(m: nn.Module, R: torch.Tensor, X: torch.Tensor, norm: nn.Module
     needs_grad = torch.is_grad_enabled() and (
         R.requires_grad or X.requires_grad or any(t is not None and t.requires_grad for t in weights(m, norm)))
     inference = not needs_grad and not batch_stats
-    if _table_serves(m, R, norm, "eval" if inference else "train"):
+    table = _table_serves(m, R, norm, "eval" if inference else "train")
+    if not inference and not tracing() and small_map(m, R, table):
+        return Route("small_map", "CPU training on a small map: the straightforward path measured faster")
+    if table:
         return Route("table", "CPU channels_last maps: F_ex as a lookup table, one compiled pass for the tail")
     if inference:
         return Route("folded", "no gradient needed and every norm fixed")
@@ -131,6 +147,18 @@ def choose_route(m: nn.Module, R: torch.Tensor, X: torch.Tensor, norm: nn.Module
     if not needs_grad:
         return Route("autograd", "batch statistics without a gradient")
     return Route("fused_tail", "training with autograd")
+
+
+def small_map(m: nn.Module, R: torch.Tensor, table: bool) -> bool:
+    """A CPU map too small for the fast form the call would take: the table gate (``table``) below
+    SMALL_MAP["table"] pixels per table row, the product form below SMALL_MAP["product"] values per sample.
+    ``AFF3D_SMALL_MAP=0`` in the environment turns the rule off (the tests do, to run the fast forms on tiny maps)."""
+    if R.device.type != "cpu" or os.environ.get("AFF3D_SMALL_MAP", "1") == "0":
+        return False
+    _, C, H, W = R.shape
+    if table:
+        return H * W < SMALL_MAP["table"] * (m.fex.conv1.out_channels + 1)  # K + 1 rows, K = C/d
+    return C * H * W < SMALL_MAP["product"]
 
 
 def _table_serves(m: nn.Module, R: torch.Tensor, norm: nn.Module | None, mode: str) -> bool:
@@ -149,10 +177,20 @@ def fast_forward(m: nn.Module, R: torch.Tensor, X: torch.Tensor, norm: nn.Module
                  add: bool = False, relu: bool = False) -> torch.Tensor:
     """act(U * X_3D [+ X_l]) with U = norm(R) (or R): the fast path of ``AFF3D``, by ``choose_route``."""
     route, reason = choose_route(m, R, X, norm)
+    if route == "straightforward" and R.numel():
+        warnings.warn(f"AFF3D: impl='fast' runs the straightforward path: {reason}", stacklevel=3)
+    return run_route(route, m, R, X, norm, add, relu)
+
+
+def run_route(route: str, m: nn.Module, R: torch.Tensor, X: torch.Tensor, norm: nn.Module | None = None,
+              add: bool = False, relu: bool = False) -> torch.Tensor:
+    """One route of ``ROUTES``, whichever ``choose_route`` would take (the benchmark times each route
+    at one shape). The caller answers for the route fitting the call: "folded" uses running statistics,
+    "fused_tail" needs autograd, "table" an F_ex design (``table_gate.supports``)."""
     if route == "straightforward":
-        if R.numel():
-            warnings.warn(f"AFF3D: impl='fast' runs the straightforward path: {reason}", stacklevel=3)
         return _straightforward(m, R, X, norm, add, relu)
+    if route == "small_map":
+        return small_map_forward(m, R, X, norm, add, relu)
     if route == "vector_gate":
         return vector_gate(m, R, X, norm, add, relu)
     with autocast_off(R):
@@ -167,6 +205,8 @@ def fast_forward(m: nn.Module, R: torch.Tensor, X: torch.Tensor, norm: nn.Module
         if route == "autograd":
             plan = Plan(m, norm, add, relu)
             return tail_forward(plan, R, X, weights(m, norm), True, gate_kernels.gate_forward_torch)[0]
+        if route != "fused_tail":
+            raise ValueError(f"aff3d_fast.run_route: expected one of {list(ROUTES)}, got {route!r}")
     return FusedTail.apply(Plan(m, norm, add, relu), R, X, *weights(m, norm))
 
 
@@ -176,6 +216,19 @@ def _straightforward(m, R, X, norm, add, relu):
     out = m.forward_straightforward(U, X)
     if add:
         out = out + X
+    return torch.relu(out) if relu else out
+
+
+def small_map_forward(m, R, X, norm, add, relu):
+    """The equations as written under plain autograd, with eq. 5's one-output k x k convolution split
+    into k^2 projections and shifts (steps 1, 2) and its BN as tensor ops: on small maps the fixed cost of
+    the other routes' extra steps outweighs their per-pixel saving (``SMALL_MAP``)."""
+    U = R if norm is None else norm(R)
+    design = m.design
+    M_c = channel_squeeze_split(U, X, design)[:, :, None, None]  # eq. 4
+    M_s = spatial_norm(m.spatial.bn, spatial_conv_layout(U, X, m.spatial.conv.weight, design), True)  # eq. 5
+    X_3D = torch.sigmoid(m.fex(M_c + M_s))  # eqs. 1, 6, 2
+    out = torch.addcmul(X, U, X_3D) if add else U * X_3D  # eq. 7
     return torch.relu(out) if relu else out
 
 

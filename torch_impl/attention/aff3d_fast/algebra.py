@@ -90,6 +90,19 @@ def spatial_conv_split(U: torch.Tensor, X_l: torch.Tensor, weight: torch.Tensor,
     return shift_sum(T, weight.shape[-1])
 
 
+def spatial_conv_layout(U: torch.Tensor, X_l: torch.Tensor, weight: torch.Tensor, design: AFF3DDesign) -> torch.Tensor:
+    """``spatial_conv_split`` with the taps computed the way the memory layout favours: on channels_last
+    maps a 1x1 convolution to k^2 channels, which reads each pixel's C values in a row (on CPU up to 4x
+    faster there than the (k^2 x C) @ (C x HW) product); otherwise the product."""
+    if not (U.dim() == 4 and U.is_contiguous(memory_format=torch.channels_last) and not U.is_contiguous()):
+        return spatial_conv_split(U, X_l, weight, design)
+    W_U, W_X = split_spatial_weight(weight, design, U.shape[1])
+    T = F.conv2d(U, tap_weights(W_U)[:, :, None, None])
+    if W_X is not None:
+        T = T + F.conv2d(X_l, tap_weights(W_X)[:, :, None, None])
+    return shift_sum(T, weight.shape[-1])
+
+
 # ---------------------------------------------------------------------------------------------
 # Eq. 4 of a sum, and step 3: F_ex's first convolution is rank one over M_3D.
 # ---------------------------------------------------------------------------------------------

@@ -134,7 +134,7 @@ class FusedTail(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dout):
         plan = ctx.plan
-        m, design = plan.module, plan.module.design
+        design = plan.module.design
         R, X, out, T, S, scale, shift, mean, var, *w = ctx.saved_tensors
         N, C, H, W = R.shape
         cdt = compute_dtype(R)

@@ -1,0 +1,129 @@
+"""The ``routes`` section of ``python -m torch_impl.benchmark``: where CPU training should leave the fast forms.
+
+One 3D-AFF module with the block's last norm, the block's tail relu(U X_3D + X_l), U = BN(R), forward
+and backward, train mode, batch 32, one thread, at shapes (C channels, H x H map, K = C/d hidden units)
+from the notebooks' networks (24 and 16 px inputs: 64 / 128 / 256 channels at 24 / 12 / 6 and 16 / 8 / 4
+px, d = 4) and a few beside them. Each route is forced (``aff3d_fast.run_route``):
+
+    straightforward   the equations as written (``impl="straightforward"``), for reference
+    small_map         the route the dispatch takes on small maps: the equations under autograd with
+                      eq. 5's convolution split (``aff3d_fast.small_map_forward``)
+    product           the product form (route ``fused_tail``)
+    table             the table gate (route ``table``; channels_last only, where it has its compiled pass)
+
+medians of interleaved repetitions. ``aff3d_fast.SMALL_MAP`` is chosen from these figures, and
+``tests/test_benchmark_routes.py`` checks, against the committed file, that at every measured shape the
+dispatch takes a route within ``TOLERANCE`` of the faster of the two it chooses between.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+
+import torch
+from torch import nn
+
+# (C, H, K): the notebooks' networks at 24 and 16 px, then other sizes around the rule's limit
+SHAPES = ((64, 24, 16), (128, 12, 32), (256, 6, 64), (64, 16, 16), (128, 8, 32), (256, 4, 64),
+          (64, 12, 16), (128, 24, 32), (256, 12, 64), (256, 12, 16), (256, 3, 64))
+ROUTE_OF = {"straightforward": "straightforward", "small_map": "small_map", "product": "fused_tail", "table": "table"}
+FORM_OF = {"small_map": "small_map", "fused_tail": "product", "table": "table"}
+TOLERANCE = 0.15  # a chosen route may be this much slower than the faster one (the noise of one shape)
+
+
+def _module(C: int, K: int, seed: int = 0):
+    from .attention.aff3d import AFF3D
+
+    torch.manual_seed(seed)
+    return AFF3D(C, reduction=C // K).train(), nn.BatchNorm2d(C).train()
+
+
+def _maps(C: int, H: int, batch: int, layout: str, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    R, X = (torch.randn(batch, C, H, H, generator=g) for _ in range(2))
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    return R.contiguous(memory_format=fmt), X.contiguous(memory_format=fmt)
+
+
+def _step(route: str, m, bn, R, X) -> None:
+    from .attention import aff3d_fast
+
+    R, X = R.detach().requires_grad_(), X.detach().requires_grad_()
+    aff3d_fast.run_route(ROUTE_OF[route], m, R, X, bn, add=True, relu=True).sum().backward()
+
+
+def dispatch(C: int, H: int, K: int, layout: str) -> str:
+    """The route ``aff3d_fast.choose_route`` takes for a training call at this shape (batch 2 suffices)."""
+    from .attention import aff3d_fast
+
+    m, bn = _module(C, K)
+    R, X = _maps(C, H, 2, layout)
+    return aff3d_fast.choose_route(m, R.requires_grad_(), X, bn).name
+
+
+def bench_routes(reps: int, batch: int = 32, threads: int = 1, warmup: int = 2) -> dict:
+    """Milliseconds per forward + backward of each route at each shape and layout (see the docstring)."""
+    from .attention.aff3d_fast import SMALL_MAP
+    from .benchmark_sections import _interleaved, _load
+    from .kernels import gate_cpu
+
+    torch.set_num_threads(threads)
+    calls, rows = {}, []
+    for C, H, K in SHAPES:
+        m, bn = _module(C, K)
+        for layout in ("nchw", "channels_last"):
+            R, X = _maps(C, H, batch, layout)
+            mod = m.to(memory_format=torch.channels_last) if layout == "channels_last" else m
+            forms = ["straightforward", "small_map", "product"] + (["table"] if gate_cpu.enabled(R) else [])
+            rows.append({"C": C, "H": H, "W": H, "K": K, "layout": layout, "forms": forms,
+                         "dispatch": dispatch(C, H, K, layout)})
+            for form in forms:
+                calls[(len(rows) - 1, form)] = functools.partial(_step, form, mod, bn, R, X)
+    t0 = time.perf_counter()
+    for call in calls.values():  # includes the table pass's first-call compilation
+        for _ in range(warmup):
+            call()
+    warm_s = time.perf_counter() - t0
+    load_before = _load()
+    samples = _interleaved(calls, reps)
+    for (i, form), s in samples.items():
+        rows[i].setdefault("ms", {})[form] = statistics.median(s) * 1e3
+    return {"section": "routes", "batch": batch, "threads": threads, "reps": reps, "mode": "train",
+            "small_map": dict(SMALL_MAP), "shapes": rows, "tolerance": TOLERANCE,
+            "warmup_s_incl_compile": round(warm_s, 1), "load_average_before": load_before,
+            "load_average_after": _load()}
+
+
+def chosen_and_best(row: dict) -> tuple[str, str]:
+    """(the form the dispatch takes, the faster of the two it chooses between) for one measured row."""
+    chosen = FORM_OF[row["dispatch"]]
+    fast = "table" if "table" in row["forms"] else "product"
+    best = min(("small_map", fast), key=lambda f: row["ms"][f])
+    return chosen, best
+
+
+def summary(res: dict, loads: str) -> str:
+    lines = [f"routes: module forward + backward, train, batch {res['batch']}, {res['threads']} thread, ms ({loads})"]
+    for r in res["shapes"]:
+        times = "  ".join(f"{f} {r['ms'][f]:7.2f}" for f in r["forms"])
+        lines.append(f"  C {r['C']:4d} {r['H']:2d}x{r['W']:<2d} K+1 {r['K'] + 1:3d} {r['layout']:13s} {times}  -> {r['dispatch']}")
+    return "\n".join(lines)
+
+
+def markdown(s: dict, notes: list[str], loads: str) -> list[str]:
+    m = s["machine"]
+    lines = [f"## Routes of the fast path in CPU training ({m['cpu']}, {s['threads']} thread, batch {s['batch']}, "
+             f"torch {m['torch']}, {m['date']})", "", *notes,
+             "One module with the block's norm, forward + backward, ms. The dispatch takes the small_map route "
+             f"below H W = {s['small_map']['table']} (K + 1) where the table gate would run (channels_last) and "
+             f"below C H W = {s['small_map']['product']} where the product form would; 'faster' is the faster "
+             "of small_map and that fast form.", "",
+             "| C | H x W | K + 1 | layout | straightforward | small_map | product | table | dispatch | faster |",
+             "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    for r in s["shapes"]:
+        t = [f"{r['ms'][f]:.1f}" if f in r["ms"] else "" for f in ("straightforward", "small_map", "product", "table")]
+        lines.append(f"| {r['C']} | {r['H']} x {r['W']} | {r['K'] + 1} | {r['layout']} | {' | '.join(t)} | "
+                     f"{r['dispatch']} | {chosen_and_best(r)[1]} |")
+    return lines + ["", f"{s['reps']} repetitions; {loads}.", ""]
