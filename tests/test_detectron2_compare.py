@@ -67,6 +67,19 @@ def test_measured_reads_detectron2s_metrics(tmp_path):
     assert "mask" not in measured(tmp_path, 100, mask_on=False)
 
 
+def test_a_resumed_runs_repeated_iterations_count_once_from_the_attempt_that_went_on(tmp_path):
+    """Killed at iteration 60 after a checkpoint at 40, resumed: detectron2 appends iterations 40-60 again."""
+    lines = _metrics_lines(100, final=True)
+    killed = [{**m, "total_loss": 9.0} for m in lines if "total_loss" in m and 39 <= m["iteration"] <= 59]
+    cut = next(i for i, m in enumerate(lines) if m["iteration"] == 39)
+    (tmp_path / "metrics.json").write_text("\n".join(json.dumps(m) for m in lines[:cut] + killed + lines[cut:]) + "\n")
+    m = measured(tmp_path, 100, mask_on=True)
+    its = [p["iteration"] for p in m["losses"]]
+    assert its == sorted(set(its)) == list(range(20, 101, 20))
+    assert 9.0 not in [p["total_loss"] for p in m["losses"]]  # the resumed attempt's values
+    assert [e["iteration"] for e in m["evaluations"]] == [50, 100]
+
+
 def test_a_run_without_its_final_evaluation_has_no_record(tmp_path):
     _write_run(tmp_path, max_iter=100, final=False)
     assert measured(tmp_path, 100, mask_on=True) is None

@@ -34,6 +34,14 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def last_per_iteration(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per iteration, the last one logged, in iteration order. A resumed run appends to
+    ``metrics.json``: the interrupted attempt's lines after its last checkpoint are logged again by
+    the attempt that went on, and those are the run's."""
+    by_iteration = {e["iteration"]: e for e in entries}
+    return [by_iteration[i] for i in sorted(by_iteration)]
+
+
 def measured(run_dir: Path, max_iter: int, mask_on: bool) -> dict[str, Any] | None:
     """The record's measured part from a finished run's metrics; None while the final evaluation is missing.
 
@@ -45,11 +53,11 @@ def measured(run_dir: Path, max_iter: int, mask_on: bool) -> dict[str, Any] | No
     tasks = ("bbox", "segm") if mask_on else ("bbox",)
     # a periodic evaluation is logged at the index of its last iteration (k * period - 1), the final
     # one at max_iter (detectron2's trainer sets the storage's iteration to max_iter after the loop)
-    evaluations = [
+    evaluations = last_per_iteration([
         {"iteration": min(int(m["iteration"]) + 1, max_iter), **{f"{t}/{k}": m.get(f"{t}/{k}") for t in tasks for k in AP_KEYS}}
         for m in lines
         if "bbox/AP" in m
-    ]
+    ])
     if not evaluations or evaluations[-1]["iteration"] != max_iter:
         return None
     final = evaluations[-1]
@@ -59,9 +67,9 @@ def measured(run_dir: Path, max_iter: int, mask_on: bool) -> dict[str, Any] | No
     if mask_on:
         out["mask"] = {k: nan_to_none(final[f"segm/{k}"]) for k in AP_KEYS}
     out["evaluations"] = [{k: nan_to_none(v) if k != "iteration" else v for k, v in e.items()} for e in evaluations]
-    out["losses"] = [
+    out["losses"] = last_per_iteration([
         {"iteration": int(m["iteration"]) + 1, **{k: m[k] for k in LOSS_KEYS if k in m}} for m in lines if "total_loss" in m
-    ]
+    ])
     return out
 
 
