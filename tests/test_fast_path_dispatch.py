@@ -64,6 +64,8 @@ def test_each_route_is_taken_where_the_table_says(randomize_bn):
     assert _route(AFF3D(8, "mc_r", reduction=2), U.float(), X.float()) == "vector_gate"
     assert _route(AFF3D(8, "parallel_concat", reduction=2), U.float(), X.float()) == "vector_gate"
     assert set(fast.ROUTES) == {"straightforward", "vector_gate", "small_map", "table", "folded", "autograd", "fused_tail"}
+    with pytest.raises(ValueError, match="expected one of"):
+        fast.run_route("fats", m, U, X)
 
 
 @pytest.mark.size_rule
@@ -83,7 +85,7 @@ def test_small_cpu_maps_train_on_the_small_map_route(layout, fast_route, randomi
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
             y = m(U, X)
-        assert not [w for w in said if "AFF3D" in str(w.message)]
+        assert not [warning for warning in said if "AFF3D" in str(warning.message)]
         y_ref = ref(U, X)
         assert _diff(y, y_ref) < TOL
         g, g_ref = torch.autograd.grad(y.sum(), U), torch.autograd.grad(y_ref.sum(), U)

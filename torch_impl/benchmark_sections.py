@@ -6,7 +6,7 @@
     table      the table gate: multiply-accumulates of each 3D-AFF path over ResNet-50 (the
                arithmetic floor), and CPU inference of 3D-AFF-ResNet-50 through the table against
                ResNet-50, channels_last, batch 1 and a batch
-    routes     where CPU training leaves the fast forms for the straightforward path: one module's
+    routes     where CPU training leaves the fast forms for the small_map route: one module's
                forward + backward per route at the notebooks' shapes (``benchmark_routes``)
     detection  a training step of the detectron2 backbone (3D-AFF-R50-FPN against R50-FPN); skipped,
                with the reason, where detectron2 is not installed
