@@ -230,3 +230,19 @@ def test_readme_shows_the_committed_summary_verbatim():
     assert table.count("\n") > 10  # every grid row is there
     assert table in (root / "README.md").read_text()
     assert (root / "docs" / "results" / "experiments" / "summary.md").read_text() == table
+
+
+def test_a_record_names_its_gpu_and_a_copy_without_git_its_commit(monkeypatch):
+    """A run on a lent GPU machine trains in a copy of the tree without .git: GIT_COMMIT names the code."""
+    import subprocess
+
+    from torch_impl.experiments import store
+
+    assert "gpu" not in store.machine_info("cpu")
+    monkeypatch.setattr(store.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError("no git")))
+    monkeypatch.delenv("GIT_COMMIT", raising=False)
+    assert "git_commit" not in store.versions()
+    monkeypatch.setenv("GIT_COMMIT", "abc1234")
+    assert store.versions()["git_commit"] == "abc1234"
+    monkeypatch.setattr(store.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "fedcba9\n", ""))
+    assert store.versions()["git_commit"] == "fedcba9"  # the checkout's own commit comes first

@@ -55,7 +55,8 @@ def train_one(spec: dict) -> dict | None:
     record = run_record(result.history, images_per_epoch(result.config), time.perf_counter() - start)
     # The wall time of all attempts: a resumed run adds the epochs' times of the earlier attempts.
     record["wall_time_s"] = sum(r["epoch_time_s"] for r in result.history)
-    record.update(machine=machine_info(), versions=versions(), threads=int(os.environ.get("OMP_NUM_THREADS", 0)))
+    device = next(result.model.parameters()).device.type
+    record.update(machine=machine_info(device), versions=versions(), threads=int(os.environ.get("OMP_NUM_THREADS", 0)))
     write_json_atomic(run_dir / RECORD, record)
     return record
 

@@ -57,7 +57,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(device: str = "cpu") -> dict[str, Any]:
+    """The machine a run trained on; ``device`` the run's ("cuda" adds the GPU's name)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -66,7 +67,12 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+    info = {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+    if device == "cuda":
+        import torch
+
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
 
 
 def versions() -> dict[str, str]:
@@ -83,6 +89,8 @@ def versions() -> dict[str, str]:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
+    if not out.get("git_commit") and os.environ.get("GIT_COMMIT"):
+        out["git_commit"] = os.environ["GIT_COMMIT"]  # a copy of the tree without .git (a lent GPU machine)
     return out
 
 

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Everything this project checks and measures on a GPU, in one command (GPU time is short and each
+# start of a lent machine costs minutes):
+#   1. the `cuda` tests (tests/, marker `cuda`);
+#   2. the benchmark's CUDA section: training time and peak memory against ResNet-50, with a kernel profile;
+#   3. the experiment grids on the GPU (all rows, --seeds 3, 8 for resnet/se/aff3d), N runs side by side.
+# Each stage has its own time limit, so that one that fails or hangs leaves the others their time; a
+# grid stopped at its limit keeps its finished runs (run the script again to continue them).
+#
+#   OUT=gpu_out bash scripts/gpu_session.sh              # from the repository root
+#   GRID_S=900 GRID_JOBS=12 OUT=gpu_out bash scripts/gpu_session.sh
+#
+# Settings (environment): OUT (default runs/gpu_session), TESTS_S / BENCH_S / GRID_S (each stage's limit in
+# seconds, default 150 / 150 / 1800), GRID_JOBS (default: cores - 2), GRID_MPS (1: run the grid's processes
+# under CUDA MPS when it starts, so that their small kernels share the GPU at once instead of by time slices),
+# GRID_ARGS (extra arguments of `python -m torch_impl.experiments`), PYTHON (default python3),
+# GIT_COMMIT (recorded in each run when the tree has no .git).
+# Writes OUT/gpu_session.tar.gz (logs, benchmark_cuda.json and its profile, the grids' results and each
+# run's record, curve and metrics; no checkpoints) and OUT/summary.txt.
+set -u
+OUT=${OUT:-runs/gpu_session}
+PY=${PYTHON:-python3}
+W=$(mktemp -d /tmp/gpu_session.XXXX)
+mkdir -p "$OUT" "$W/bench"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
+
+say() { echo "$*" | tee -a "$SUMMARY"; }
+pack() { tar -czf "$OUT/gpu_session.tar.gz" -C "$W" --exclude='*.pth' . 2>/dev/null; }
+stage() {  # stage NAME LIMIT_S COMMAND...: run it, its output to $W/NAME.log; say how it ended
+    local name=$1 limit=$2 start rc
+    shift 2
+    start=$(date +%s)
+    say "== $name (limit ${limit} s): $*"
+    timeout -s INT -k 30 "$limit" "$@" > "$W/$name.log" 2>&1
+    rc=$?
+    say "== $name: exit $rc after $(( $(date +%s) - start )) s$([ $rc = 124 ] && echo ' (time limit)')"
+    tail -n "${TAIL:-12}" "$W/$name.log" | tee -a "$SUMMARY"
+    pack
+}
+
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+  "$PY" -c "import sys, torch, torchvision; print(sys.version.split()[0], torch.__version__, torchvision.__version__,
+torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA')"
+  "$PY" -c "import triton; print('triton', triton.__version__)"; nproc; } > "$W/machine.txt" 2>&1
+cat "$W/machine.txt" | tee -a "$SUMMARY"
+
+# 1. The cuda tests. Collection errors elsewhere (a module needing a package the machine lacks) must
+#    not stop them.
+TAIL=25 stage cuda_tests "${TESTS_S:-150}" "$PY" -m pytest -o addopts="" -m cuda tests/ -q -rfEs \
+    --continue-on-collection-errors -p no:cacheprovider
+
+# 2. The benchmark's CUDA section into the work folder (copied into docs/results/ by hand).
+stage benchmark "${BENCH_S:-150}" "$PY" -m torch_impl.benchmark --sections cuda --reps 7 --steps 5 --profile \
+    --out "$W/bench/benchmark"
+
+# 3. The grids. deterministic=false: several CUDA backward kernels have no deterministic version.
+JOBS=${GRID_JOBS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}
+MPS=none
+if [ "${GRID_MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control > /dev/null; then
+    export CUDA_MPS_PIPE_DIRECTORY=$W/mps CUDA_MPS_LOG_DIRECTORY=$W/mps
+    mkdir -p "$W/mps"
+    if nvidia-cuda-mps-control -d && timeout 60 "$PY" -c "import torch; print(torch.ones(2, device='cuda').sum().item())"; then
+        MPS=on
+    else
+        echo quit | nvidia-cuda-mps-control 2> /dev/null
+        unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+        MPS=failed
+    fi
+fi
+say "grid: $JOBS runs side by side, MPS $MPS"
+# shellcheck disable=SC2086  # GRID_ARGS is a list of arguments
+stage grid "${GRID_S:-1800}" "$PY" -m torch_impl.experiments all --seeds 3 --seeds-for resnet=8,se=8,aff3d=8 \
+    --first resnet,se,aff3d --device cuda --set deterministic=false --jobs "$JOBS" --no-progress \
+    --runs "$W/runs" --out "$W/grid" ${GRID_ARGS:-}
+[ "$MPS" = on ] && echo quit | nvidia-cuda-mps-control
+say "grid: $(find "$W/runs" -name record.json | wc -l) runs finished"
+pack
+say "done: $(date -u)"
