@@ -127,8 +127,8 @@ def render_markdown(grid: Grid, data: dict[str, Any], curves_name: str = "curves
         "",
         f"Flatness: slope of the seed-mean validation top-1 error over the last {LAST_EPOCHS} epochs, least squares; "
         f"'flat' when within ±{FLAT_SLOPE} percentage points per epoch. Last epoch's change: seed-mean error of the "
-        "last epoch minus the one before. s / run: mean wall time of a run (train + validation, one thread, on a "
-        "shared machine: see the records' `machine`).",
+        "last epoch minus the one before. s / run: mean wall time of a run (train + validation, one thread, beside the "
+        "grid's other runs on one machine: see the records' `machine`).",
         "",
         f"![validation error per epoch]({curves_name})",
         "",
