@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything this project checks and measures on a GPU, in one command (GPU time is short and each
 # start of a lent machine costs minutes):
-#   1. the `cuda` tests (tests/, marker `cuda`);
+#   1. the `cuda` tests (tests/, marker `cuda`), and whether the built-in data draws the same pixels here;
 #   2. the benchmark's CUDA section: training time and peak memory against ResNet-50, with a kernel profile;
 #   3. the experiment grids on the GPU (all rows, --seeds 3, 8 for resnet/se/aff3d), N runs side by side.
 # Each stage has its own time limit, so that one that fails or hangs leaves the others their time; a
@@ -50,6 +50,9 @@ cat "$W/machine.txt" | tee -a "$SUMMARY"
 #    not stop them.
 TAIL=25 stage cuda_tests "${TESTS_S:-150}" "$PY" -m pytest -o addopts="" -m cuda tests/ -q -rfEs \
     --continue-on-collection-errors -p no:cacheprovider
+
+# 1b. Does this machine draw the same `shapes` pixels as the one the pinned fingerprints come from?
+stage shapes_pixels 60 "$PY" -m pytest -o addopts="" -q -p no:cacheprovider tests/test_data_shapes.py
 
 # 2. The benchmark's CUDA section into the work folder (copied into docs/results/ by hand).
 stage benchmark "${BENCH_S:-150}" "$PY" -m torch_impl.benchmark --sections cuda --reps 7 --steps 5 --profile \

@@ -96,6 +96,10 @@ def test_records_shared_runs_and_skip(tmp_path, capsys):
     assert rec["best_val_top1_err"] == min(h["val_top1_err"] for h in rec["history"])
     for key in ("final_val_top5_err", "wall_time_s", "machine", "versions", "paper", "row", "symbol"):
         assert key in rec
+    from torch_impl.data.shapes import fingerprint
+
+    assert rec["data_fingerprint"] == {s: fingerprint(s, t2["budget"]["image_size"], t2["budget"]["data_seed"])
+                                       for s in ("train", "val")}  # the pixels this machine drew
     # one run, shared: table6's record has the same measurements
     (rec6,) = t6["records"]
     assert rec6["run_key"] == rec["run_key"] and rec6["history"] == rec["history"] and rec6["grid"] == "table6"

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..data.shapes import ShapesClassification
+from ..data.shapes import ShapesClassification, fingerprint
 from ..training import run
 from ..training.checkpoint import LAST
 from .store import machine_info, run_record, versions, write_json_atomic
@@ -57,6 +57,9 @@ def train_one(spec: dict) -> dict | None:
     record["wall_time_s"] = sum(r["epoch_time_s"] for r in result.history)
     device = next(result.model.parameters()).device.type
     record.update(machine=machine_info(device), versions=versions(), threads=int(os.environ.get("OMP_NUM_THREADS", 0)))
+    cfg = result.config
+    if cfg.dataset == "shapes":  # which pixels this machine drew (``shapes.fingerprint``)
+        record["data_fingerprint"] = {split: fingerprint(split, cfg.image_size, cfg.data_seed) for split in ("train", "val")}
     write_json_atomic(run_dir / RECORD, record)
     return record
 
