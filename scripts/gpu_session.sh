@@ -9,24 +9,28 @@
 #
 #   OUT=gpu_out bash scripts/gpu_session.sh              # from the repository root
 #   GRID_S=900 GRID_JOBS=12 OUT=gpu_out bash scripts/gpu_session.sh
+#   WORK=/tmp/gpu_session.AbCd STAGES=grid bash scripts/gpu_session.sh   # continue a grid on the same machine
 #
-# Settings (environment): OUT (default runs/gpu_session), TESTS_S / BENCH_S / GRID_S (each stage's limit in
+# Settings (environment): OUT (default runs/gpu_session), WORK (the work folder; default a new one under /tmp),
+# STAGES (default "cuda_tests shapes_pixels benchmark grid"), TESTS_S / BENCH_S / GRID_S (each stage's limit in
 # seconds, default 150 / 150 / 1800), GRID_JOBS (default: cores - 2), GRID_MPS (1: run the grid's processes
 # under CUDA MPS when it starts, so that their small kernels share the GPU at once instead of by time slices),
-# GRID_ARGS (extra arguments of `python -m torch_impl.experiments`), PYTHON (default python3),
+# GRID_ARGS (extra arguments of `python -m torch_impl.experiments`), GRID_DEVICE (default cuda), PYTHON (default python3),
 # GIT_COMMIT (recorded in each run when the tree has no .git).
 # Writes OUT/gpu_session.tar.gz (logs, benchmark_cuda.json and its profile, the grids' results and each
 # run's record, curve and metrics; no checkpoints) and OUT/summary.txt.
 set -u
 OUT=${OUT:-runs/gpu_session}
 PY=${PYTHON:-python3}
-W=$(mktemp -d /tmp/gpu_session.XXXX)
+W=${WORK:-$(mktemp -d /tmp/gpu_session.XXXX)}
+STAGES=" ${STAGES:-cuda_tests shapes_pixels benchmark grid} "
 mkdir -p "$OUT" "$W/bench"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
 
 say() { echo "$*" | tee -a "$SUMMARY"; }
+want() { [[ $STAGES == *" $1 "* ]]; }
 pack() { tar -czf "$OUT/gpu_session.tar.gz" -C "$W" --exclude='*.pth' . 2>/dev/null; }
 stage() {  # stage NAME LIMIT_S COMMAND...: run it, its output to $W/NAME.log; say how it ended
     local name=$1 limit=$2 start rc
@@ -44,26 +48,28 @@ stage() {  # stage NAME LIMIT_S COMMAND...: run it, its output to $W/NAME.log; s
   "$PY" -c "import sys, torch, torchvision; print(sys.version.split()[0], torch.__version__, torchvision.__version__,
 torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA')"
   "$PY" -c "import triton; print('triton', triton.__version__)"; nproc; } > "$W/machine.txt" 2>&1
-cat "$W/machine.txt" | tee -a "$SUMMARY"
+tee -a "$SUMMARY" < "$W/machine.txt"
+say "work folder: $W"
 
 # 1. The cuda tests. Collection errors elsewhere (a module needing a package the machine lacks) must
 #    not stop them.
-TAIL=25 stage cuda_tests "${TESTS_S:-150}" "$PY" -m pytest -o addopts="" -m cuda tests/ -q -rfEs \
+want cuda_tests && TAIL=25 stage cuda_tests "${TESTS_S:-150}" "$PY" -m pytest -o addopts="" -m cuda tests/ -q -rfEs \
     --continue-on-collection-errors -p no:cacheprovider
 
 # 1b. Does this machine draw the same `shapes` pixels as the one the pinned fingerprints come from?
-stage shapes_pixels 60 "$PY" -m pytest -o addopts="" -q -p no:cacheprovider tests/test_data_shapes.py
+want shapes_pixels && stage shapes_pixels 60 "$PY" -m pytest -o addopts="" -q -p no:cacheprovider tests/test_data_shapes.py
 
 # 2. The benchmark's CUDA section into the work folder (copied into docs/results/ by hand).
-stage benchmark "${BENCH_S:-150}" "$PY" -m torch_impl.benchmark --sections cuda --reps 7 --steps 5 --profile \
+want benchmark && stage benchmark "${BENCH_S:-150}" "$PY" -m torch_impl.benchmark --sections cuda --reps 7 --steps 5 --profile \
     --out "$W/bench/benchmark"
 
-# 3. The grids. deterministic=false: several CUDA backward kernels have no deterministic version.
+want grid || { say "done: $(date -u)"; exit 0; }
+# 3. The grids, with the recipe's settings (experiments_shapes).
 JOBS=${GRID_JOBS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}
 MPS=none
 if [ "${GRID_MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control > /dev/null; then
-    export CUDA_MPS_PIPE_DIRECTORY=$W/mps CUDA_MPS_LOG_DIRECTORY=$W/mps
-    mkdir -p "$W/mps"
+    export CUDA_MPS_PIPE_DIRECTORY=$W.mps CUDA_MPS_LOG_DIRECTORY=$W.mps  # beside the work folder: not packed
+    mkdir -p "$W.mps"
     if nvidia-cuda-mps-control -d && timeout 60 "$PY" -c "import torch; print(torch.ones(2, device='cuda').sum().item())"; then
         MPS=on
     else
@@ -75,7 +81,7 @@ fi
 say "grid: $JOBS runs side by side, MPS $MPS"
 # shellcheck disable=SC2086  # GRID_ARGS is a list of arguments
 stage grid "${GRID_S:-1800}" "$PY" -m torch_impl.experiments all --seeds 3 --seeds-for resnet=8,se=8,aff3d=8 \
-    --first resnet,se,aff3d --device cuda --set deterministic=false --jobs "$JOBS" --no-progress \
+    --first resnet,se,aff3d --device "${GRID_DEVICE:-cuda}" --jobs "$JOBS" --no-progress \
     --runs "$W/runs" --out "$W/grid" ${GRID_ARGS:-}
 [ "$MPS" = on ] && echo quit | nvidia-cuda-mps-control
 say "grid: $(find "$W/runs" -name record.json | wc -l) runs finished"
