@@ -240,9 +240,13 @@ def test_a_record_names_its_gpu_and_a_copy_without_git_its_commit(monkeypatch):
     """A run on a lent GPU machine trains in a copy of the tree without .git: GIT_COMMIT names the code."""
     import subprocess
 
+    import torch
+
     from torch_impl.experiments import store
 
     assert "gpu" not in store.machine_info("cpu")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Some GPU")
+    assert store.machine_info("cuda")["gpu"] == "Some GPU"
     monkeypatch.setattr(store.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError("no git")))
     monkeypatch.delenv("GIT_COMMIT", raising=False)
     assert "git_commit" not in store.versions()

@@ -284,24 +284,6 @@ def _dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     return out
 
 
-def fingerprint(split: str = "train", size: int = 16, seed: int = 0, n: int = 64) -> str:
-    """sha256 (16 hex digits) of the first ``n`` samples of a split: pixels, labels and masks.
-
-    The images are drawn by NumPy's generator and Pillow, so "the same seed gives the same images"
-    holds across machines only while their versions draw alike. A run's record carries this, and a
-    test pins it, so that a machine drawing other pixels is seen rather than assumed away."""
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    offset = 0 if split == "train" else _VAL_OFFSET
-    h = hashlib.sha256()
-    for index in range(n):
-        image, label, mask = render_classification_sample(seed, offset + index, size)
-        h.update(image.tobytes())
-        h.update(bytes([label]))
-        h.update(np.packbits(mask).tobytes())
-    return h.hexdigest()[:16]
-
-
 # ----------------------------------------------------------------------------- torch Dataset
 
 
@@ -369,3 +351,19 @@ class ShapesClassification(Dataset):
 
     def __repr__(self) -> str:
         return f"ShapesClassification(split={self.split!r}, size={self.size}, length={self.length}, seed={self.seed})"
+
+
+def fingerprint(split: str = "train", size: int = 16, seed: int = 0, n: int = 64) -> str:
+    """sha256 (16 hex digits) of the first ``n`` samples of a split: pixels, labels and masks.
+
+    The images are drawn by NumPy's generator and Pillow, so "the same seed gives the same images"
+    holds across machines only while their versions draw alike. A run's record carries this, and a
+    test pins it, so that a machine drawing other pixels is seen rather than assumed away."""
+    samples = ShapesClassification(split, size=size, length=n, seed=seed, cache=False)
+    h = hashlib.sha256()
+    for index in range(n):
+        image, label, mask = samples.sample(index)
+        h.update(image.tobytes())
+        h.update(bytes([label]))
+        h.update(np.packbits(mask).tobytes())
+    return h.hexdigest()[:16]
