@@ -63,7 +63,8 @@ def test_each_route_is_taken_where_the_table_says(randomize_bn):
     assert _route(m, U[:0], X[:0]) == "straightforward"
     assert _route(AFF3D(8, "mc_r", reduction=2), U.float(), X.float()) == "vector_gate"
     assert _route(AFF3D(8, "parallel_concat", reduction=2), U.float(), X.float()) == "vector_gate"
-    assert set(fast.ROUTES) == {"straightforward", "vector_gate", "small_map", "table", "folded", "autograd", "fused_tail"}
+    assert set(fast.ROUTES) == {"straightforward", "vector_gate", "small_map", "table", "folded", "autograd",
+                                "fused_table", "fused_tail"}
     with pytest.raises(ValueError, match="expected one of"):
         fast.run_route("fats", m, U, X)
 

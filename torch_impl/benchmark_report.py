@@ -16,7 +16,7 @@ from . import benchmark_sections
 
 MODELS = ("resnet50", "se_resnet50", "aff3d_resnet50_straightforward", "aff3d_resnet50_fast")
 BASELINE = "resnet50"
-TARGETS = {"cpu_latency_b1": 1.12, "cuda_train_time": 1.10, "cuda_peak_memory": 1.15}
+TARGETS = {"cpu_latency_b1": 1.10, "cuda_train_time": 1.10, "cuda_peak_memory": 1.10}
 # Section files written before the straightforward implementation had its name read as the new names.
 _RENAMED = {"aff3d_resnet50_reference": "aff3d_resnet50_straightforward",
             "fast_vs_reference_max_abs_diff": "fast_vs_straightforward_max_abs_diff"}
@@ -49,6 +49,7 @@ _LABELS = {
     "se_resnet50": "SE-ResNet-50",
     "aff3d_resnet50_straightforward": "3D-AFF-ResNet-50, straightforward",
     "aff3d_resnet50_fast": "3D-AFF-ResNet-50, fast",
+    "aff3d_resnet50_fast_table": "3D-AFF-ResNet-50, fast, table gate where it fits (AFF3D_TABLE=1)",
 }
 
 
@@ -105,8 +106,8 @@ def write_markdown(prefix: Path, sections: dict) -> Path:
                   *_stale_line(s),
                   "| model | train img/s | time ratio | peak memory (GiB) | memory ratio |",
                   "| --- | ---: | ---: | ---: | ---: |"]
-        for n in MODELS:
-            lines.append(f"| {_LABELS[n]} | {s['train_img_s'][n]:.0f} | {s['train_time_ratio'][n]:.3f} | "
+        for n in [*MODELS, *(k for k in s["train_img_s"] if k not in MODELS)]:
+            lines.append(f"| {_LABELS.get(n, n)} | {s['train_img_s'][n]:.0f} | {s['train_time_ratio'][n]:.3f} | "
                          f"{s['peak_memory_gib'][n]:.2f} | {s['peak_memory_ratio'][n]:.3f} |")
         lines += ["", f"Targets: time ratio <= {TARGETS['cuda_train_time']}, memory ratio <= "
                       f"{TARGETS['cuda_peak_memory']}. Fused block tail in the blocks: "

@@ -248,14 +248,14 @@ class TableTail(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------
 
 
-def _bn_affine(bn: nn.Module, M_s: torch.Tensor, moments, update: bool, dtype):
-    """(scale, shift) of a BatchNorm2d as nn.BatchNorm2d would apply it to a map of M_s's N * H * W
-    positions (None for nn.Identity); ``moments(M_s)`` gives (mean, biased var) when the batch's
-    statistics are used (``norms.batch_statistics``, which also moves the running ones)."""
+def _bn_affine(bn: nn.Module, weight, bias, M_s: torch.Tensor, moments, update: bool, dtype):
+    """(scale, shift) of a BatchNorm2d with this ``weight`` and ``bias`` as nn.BatchNorm2d would apply it
+    to a map of M_s's N * H * W positions (None for nn.Identity); ``moments(M_s)`` gives (mean, biased var)
+    when the batch's statistics are used (``norms.batch_statistics``, which also moves the running ones)."""
     if isinstance(bn, nn.Identity):
         return None, None
     mean, var = batch_statistics(bn, M_s, update, moments=moments, dtype=dtype)
-    return fold_bn(bn.weight, bn.bias, mean, var, bn.eps)
+    return fold_bn(weight, bias, mean, var, bn.eps)
 
 
 def supports(m: nn.Module, norm: nn.Module | None = None) -> bool:
@@ -267,24 +267,41 @@ def supports(m: nn.Module, norm: nn.Module | None = None) -> bool:
     return design.has_spatial and design.fusion == "fex" and plain
 
 
-def gate_tables(m: nn.Module, U: torch.Tensor, X: torch.Tensor, update: bool = True):
-    """Steps 1-6 for one call: the spatial map M_s (N, 1, H, W), each pixel's interval (N, H*W) and
-    the tables alpha, beta (N, K + 1, C) with F_ex's second BN folded in; also the sorted breakpoints
-    and ``neg_before`` (N, K), (N, K + 1) from ``breakpoints``. Differentiable (autograd) in everything but the interval index."""
-    design, f = m.design, m.fex
-    cdt = torch.promote_types(U.dtype, torch.float32)
-    M_c = channel_squeeze_split(U, X, design).to(cdt)  # eq. 4
-    M_s = spatial_norm(m.spatial.bn, spatial_conv_layout(U, X, m.spatial.conv.weight, design), update).to(cdt)  # eq. 5
-    v, r = rank1_fex_input(M_c, f.conv1.weight.flatten(1).to(cdt), f.conv1.bias)  # W_1 M_3D = v + r M_s
-    a1, c1 = _bn_affine(f.bn1, M_s, lambda ms: hidden_batch_stats(v, r, ms), update, cdt)
+def fex_weights(m: nn.Module) -> list:
+    """F_ex's tensors in ``tables``' order: W_1, b_1, BN_1 weight, bias, W_2, b_2, BN_2 weight, bias."""
+    f = m.fex
+    return [f.conv1.weight, f.conv1.bias, getattr(f.bn1, "weight", None), getattr(f.bn1, "bias", None),
+            f.conv2.weight, f.conv2.bias, getattr(f.bn2, "weight", None), getattr(f.bn2, "bias", None)]
+
+
+def tables(m: nn.Module, M_c: torch.Tensor, M_s: torch.Tensor, update: bool = True, w: list | None = None):
+    """Steps 1-6 from M_c (N, C) and M_s (N, 1, H, W), both in the compute type: each pixel's interval
+    (N, H*W) and the tables alpha, beta (N, K + 1, C) with F_ex's second BN folded in; also the sorted
+    breakpoints and ``neg_before`` (N, K), (N, K + 1) from ``breakpoints``. ``w``: F_ex's tensors
+    (``fex_weights``; detached leaves when re-run under autograd), by default the module's own.
+    Differentiable (autograd) in everything but the interval index."""
+    f = m.fex
+    W1, b1, bn1_w, bn1_b, W2, b2, bn2_w, bn2_b = fex_weights(m) if w is None else w
+    cdt = M_s.dtype
+    v, r = rank1_fex_input(M_c, W1.flatten(1).to(cdt), b1)  # W_1 M_3D = v + r M_s
+    a1, c1 = _bn_affine(f.bn1, bn1_w, bn1_b, M_s, lambda ms: hidden_batch_stats(v, r, ms), update, cdt)
     v, r = fold_hidden_norm(v, r, a1, c1)
     edges, order, neg_before = breakpoints(v, r)
     idx = interval_index(M_s.detach(), edges, neg_before)
-    alpha, beta = interval_tables(v, r, f.conv2.weight.flatten(1).to(cdt), f.conv2.bias, order)
-    a2, c2 = _bn_affine(f.bn2, M_s, lambda ms: table_batch_stats(alpha, beta, ms, idx), update, cdt)
+    alpha, beta = interval_tables(v, r, W2.flatten(1).to(cdt), b2, order)
+    a2, c2 = _bn_affine(f.bn2, bn2_w, bn2_b, M_s, lambda ms: table_batch_stats(alpha, beta, ms, idx), update, cdt)
     if a2 is not None:  # F_ex's second BN folds into the tables
         alpha, beta = alpha * a2 + c2, beta * a2
-    return M_s, idx, alpha, beta, edges, neg_before
+    return idx, alpha, beta, edges, neg_before
+
+
+def gate_tables(m: nn.Module, U: torch.Tensor, X: torch.Tensor, update: bool = True):
+    """Eqs. 4, 5 from the maps U, X_l, then ``tables``: (M_s (N, 1, H, W), idx, alpha, beta, edges, neg_before)."""
+    design = m.design
+    cdt = torch.promote_types(U.dtype, torch.float32)
+    M_c = channel_squeeze_split(U, X, design).to(cdt)  # eq. 4
+    M_s = spatial_norm(m.spatial.bn, spatial_conv_layout(U, X, m.spatial.conv.weight, design), update).to(cdt)  # eq. 5
+    return (M_s, *tables(m, M_c, M_s, update))
 
 
 def table_forward(m: nn.Module, R: torch.Tensor, X: torch.Tensor, norm: nn.Module | None = None,

@@ -40,6 +40,9 @@ The dispatch (``choose_route``), in the order it is decided:
                       eval, frozen BN, SyncBN in eval)                folded once and cached
     autograd          under torch.compile / tracing, or no gradient  ``training.tail_forward`` under
                       but batch statistics (training mode, no_grad)   plain autograd
+    fused_table       CUDA training with AFF3D_TABLE=1 (off by       ``training.FusedTail`` with
+                      default: slower measured), Triton, plain BN     ``Plan.table``: F_ex as the
+                      in F_ex, H W >= CUDA_TABLE_MIN (C/d + 1)        table gate, small memory
     fused_tail        otherwise (training with autograd)             ``training.FusedTail``: small
                                                                      memory, Triton gate on CUDA
 """
@@ -78,12 +81,13 @@ from .training import FusedTail, Plan, tail_forward, weights
 
 __all__ = [
     "fast_forward", "run_route", "choose_route", "Route", "ROUTES", "SMALL_MAP", "small_map", "clear_folded",
+    "CUDA_TABLE_MIN", "cuda_table",
     "split_spatial_weight", "tap_weights", "spatial_taps", "shift_kernel", "shift_sum", "shift_sum_strided",
     "spatial_conv_split", "channel_squeeze_split", "rank1_fex_input", "fex_hidden", "linear_batch_stats",
     "fold_bn",
 ]
 
-ROUTES = ("straightforward", "vector_gate", "small_map", "table", "folded", "autograd", "fused_tail")
+ROUTES = ("straightforward", "vector_gate", "small_map", "table", "folded", "autograd", "fused_table", "fused_tail")
 # CPU training takes the small_map route (``small_map_forward``) where a fast form's fixed costs outweigh
 # its per-pixel saving (``small_map``). The table gate does O(K C) work per sample (breakpoints, the
 # (K + 1, C) tables, their batch statistics): it pays from H W >= SMALL_MAP["table"] (K + 1) pixels.
@@ -100,6 +104,13 @@ SMALL_MAP = {"table": 16, "product": 16384}
 # notebooks' networks to ResNet-50's stages; at inference 1.5-12x slower (the product form is folded
 # and cached there, the table is rebuilt per sample), so inference keeps the product form.
 TABLE_MODES = ("train",)
+# With ``AFF3D_TABLE=1`` (off by default: slower on the GPU measured, ``kernels.table_triton``), CUDA
+# training takes the table gate (route ``fused_table``) on maps of at least CUDA_TABLE_MIN pixels per table
+# row (H W >= CUDA_TABLE_MIN (K + 1)): below that the (N, K + 1, C) tables, built and differentiated in
+# float32, move more memory than the 16-bit map the product form's kernel reads. Set from that count before
+# measuring; ResNet-50: stages 1 and 2 (184 and 24 pixels per row) take the table, 3 and 4 (3.0 and 0.4)
+# the product form. ``python -m torch_impl.benchmark --sections cuda`` times both.
+CUDA_TABLE_MIN = 4
 
 
 class Route(NamedTuple):
@@ -137,7 +148,7 @@ def choose_route(m: nn.Module, R: torch.Tensor, X: torch.Tensor, norm: nn.Module
     inference = not needs_grad and not batch_stats
     table = _table_serves(m, R, norm, "eval" if inference else "train")
     if not inference and not tracing() and small_map(m, R, table):
-        return Route("small_map", "CPU training on a small map: the straightforward path measured faster")
+        return Route("small_map", "CPU training on a small map: the equations under autograd, eq. 5's conv split")
     if table:
         return Route("table", "CPU channels_last maps: F_ex as a lookup table, one compiled pass for the tail")
     if inference:
@@ -146,6 +157,8 @@ def choose_route(m: nn.Module, R: torch.Tensor, X: torch.Tensor, norm: nn.Module
         return Route("autograd", "under torch.compile or tracing: plain autograd")
     if not needs_grad:
         return Route("autograd", "batch statistics without a gradient")
+    if cuda_table(m, R, norm):
+        return Route("fused_table", "CUDA training: F_ex as a lookup table, the tail in one Triton pass")
     return Route("fused_tail", "training with autograd")
 
 
@@ -159,6 +172,19 @@ def small_map(m: nn.Module, R: torch.Tensor, table: bool) -> bool:
     if table:
         return H * W < SMALL_MAP["table"] * (m.fex.conv1.out_channels + 1)  # K + 1 rows, K = C/d
     return C * H * W < SMALL_MAP["product"]
+
+
+def cuda_table(m: nn.Module, R: torch.Tensor, norm: nn.Module | None = None) -> bool:
+    """Whether CUDA training takes the table gate: ``AFF3D_TABLE=1`` and its Triton kernels serve the map
+    (``kernels.table_triton.enabled``), plain BN in F_ex, and H W >= CUDA_TABLE_MIN (K + 1)."""
+    if not R.is_cuda or not table_gate.supports(m, norm):
+        return False
+    rows = m.fex.conv1.out_channels + 1
+    if R.shape[2] * R.shape[3] < CUDA_TABLE_MIN * rows:
+        return False
+    from ...kernels import table_triton  # (imports Triton: CUDA calls only)
+
+    return table_triton.enabled(R, rows)
 
 
 def _table_serves(m: nn.Module, R: torch.Tensor, norm: nn.Module | None, mode: str) -> bool:
@@ -205,9 +231,10 @@ def run_route(route: str, m: nn.Module, R: torch.Tensor, X: torch.Tensor, norm: 
         if route == "autograd":
             plan = Plan(m, norm, add, relu)
             return tail_forward(plan, R, X, weights(m, norm), True, gate_kernels.gate_forward_torch)[0]
-        if route != "fused_tail":
+        if route not in ("fused_tail", "fused_table"):
             raise ValueError(f"aff3d_fast.run_route: expected one of {list(ROUTES)}, got {route!r}")
-    return FusedTail.apply(Plan(m, norm, add, relu), R, X, *weights(m, norm))
+    plan = Plan(m, norm, add, relu, table=route == "fused_table")
+    return FusedTail.apply(plan, R, X, *weights(m, norm))
 
 
 def _straightforward(m, R, X, norm, add, relu):

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 from reference_numpy.designs import AFF3DDesign
 
+from ...kernels.gate_cpu import channels_last
+
 # ---------------------------------------------------------------------------------------------
 # Step 1: a convolution over a merged input is the sum of convolutions of its parts.
 # ---------------------------------------------------------------------------------------------
@@ -94,7 +96,7 @@ def spatial_conv_layout(U: torch.Tensor, X_l: torch.Tensor, weight: torch.Tensor
     """``spatial_conv_split`` with the taps computed the way the memory layout favours: on channels_last
     maps a 1x1 convolution to k^2 channels, which reads each pixel's C values in a row (on CPU up to 4x
     faster there than the (k^2 x C) @ (C x HW) product); otherwise the product."""
-    if not (U.dim() == 4 and U.is_contiguous(memory_format=torch.channels_last) and not U.is_contiguous()):
+    if not channels_last(U):
         return spatial_conv_split(U, X_l, weight, design)
     W_U, W_X = split_spatial_weight(weight, design, U.shape[1])
     T = F.conv2d(U, tap_weights(W_U)[:, :, None, None])

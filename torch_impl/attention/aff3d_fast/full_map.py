@@ -12,6 +12,7 @@ import contextlib
 import torch
 from torch import nn
 
+from ...kernels.gate_cpu import channels_last
 from .algebra import spatial_taps, split_spatial_weight, tap_weights
 
 
@@ -29,10 +30,6 @@ def autocast_off(t: torch.Tensor):
 
 def memory_format(t: torch.Tensor):
     return torch.channels_last if channels_last(t) else torch.contiguous_format
-
-
-def channels_last(t: torch.Tensor) -> bool:
-    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
 def _pad_rows(taps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
