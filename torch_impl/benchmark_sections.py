@@ -53,6 +53,17 @@ def _medians_ms(samples: dict, baseline_of) -> tuple[dict, dict]:
     return ms, {n: ms[n] / ms[baseline_of(n)] for n in ms}
 
 
+def _paired_ratio_quartiles(samples: dict, baseline_of) -> dict[str, list[float]]:
+    """[25 %, 50 %, 75 %] quantiles of the per-round ratios t_n / t_baseline (each round's two timings lie
+    close in time, so a load burst moves both): how far one window's ratio of medians can be trusted."""
+    out = {}
+    for n, v in samples.items():
+        ratios = sorted(a / b for a, b in zip(v, samples[baseline_of(n)]))
+        q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+        out[n] = [round(x, 4) for x in q]
+    return out
+
+
 def use_table_gate(model: nn.Module) -> int:
     """Route every 3D-AFF module that the table serves to ``table_gate.table_forward`` (its forward
     and the blocks' ``gate_add_relu``); returns how many modules were routed."""
@@ -290,6 +301,8 @@ def bench_detection(reps: int, threads: int = 2, image_size: int = 256, batch: i
     ms, ratio = _medians_ms(samples, lambda n: "r50_fpn")
     return {"section": "detection", "threads": threads, "image_size": image_size, "batch": batch, "reps": reps,
             "norm": cfg.MODEL.RESNETS.NORM, "step_ms": ms, "step_ratio": ratio, "target": 1.15,
+            "step_ratio_per_round_quartiles": _paired_ratio_quartiles(samples, lambda n: "r50_fpn"),
+            "step_samples_ms": {n: [round(t * 1e3, 2) for t in v] for n, v in samples.items()},
             "load_average_before": load_before, "load_average_after": _load()}
 
 
@@ -336,8 +349,10 @@ def summary(res: dict) -> str:
         from . import benchmark_routes
 
         return benchmark_routes.summary(res, _loads(res))
-    return "\n".join([f"detection backbone training step ({res['norm']}): ms / ratio ({_loads(res)})",
-                      *[f"  {n:20s} {res['step_ms'][n]:8.1f} {res['step_ratio'][n]:6.3f}" for n in res["step_ms"]]])
+    q = res.get("step_ratio_per_round_quartiles", {})
+    return "\n".join([f"detection backbone training step ({res['norm']}): ms / ratio [per-round ratio quartiles] "
+                      f"({_loads(res)})", *[f"  {n:30s} {res['step_ms'][n]:8.1f} {res['step_ratio'][n]:6.3f} "
+                                            f"{q.get(n, '')}" for n in res["step_ms"]]])
 
 
 def markdown(sections: dict, notes=lambda section: []) -> list[str]:
@@ -380,8 +395,10 @@ def markdown(sections: dict, notes=lambda section: []) -> list[str]:
         if s.get("skipped"):
             lines += [f"Skipped: {s['skipped']}", ""]
         else:
-            lines += ["| backbone | step (ms) | ratio |", "| --- | ---: | ---: |"]
-            lines += [f"| {n} | {s['step_ms'][n]:.1f} | {s['step_ratio'][n]:.3f} |" for n in s["step_ms"]]
+            q = s.get("step_ratio_per_round_quartiles", {})
+            lines += ["| backbone | step (ms) | ratio | per-round ratio, quartiles |", "| --- | ---: | ---: | ---: |"]
+            lines += [f"| {n} | {s['step_ms'][n]:.1f} | {s['step_ratio'][n]:.3f} | "
+                      f"{', '.join(f'{x:.3f}' for x in q[n]) if n in q else '–'} |" for n in s["step_ms"]]
             lines += ["", f"Norm {s['norm']}, batch {s['batch']}, {s['image_size']} px, target <= {s['target']}; "
                           f"{_loads(s)}.", ""]
     return lines
