@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -94,3 +98,19 @@ def _trained_like(model: nn.Module, size: int, seed: int = 0, batch: int = 8) ->
 @pytest.fixture
 def trained_like():
     return _trained_like
+
+
+@pytest.fixture
+def triton_interpreter():
+    """Runs a script in a fresh Python under TRITON_INTERPRET=1 (Triton's kernels on CPU, through NumPy)
+    from the repository root; returns the number the script prints after "WORST". Skips without Triton."""
+    pytest.importorskip("triton", reason="Triton is not installed (it ships with PyTorch's Linux wheels)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(script: str) -> float:
+        res = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, TRITON_INTERPRET="1"), cwd=root,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return float(res.stdout.split("WORST")[-1])
+
+    return run

@@ -72,6 +72,15 @@ def test_section_files_combine_into_one_report(smoke_run):
     cpu_part, cuda_part = md.split("## CUDA training")
     assert "stale" not in cpu_part.split("## ")[1] and "**stale: measured before the code fingerprint" in cuda_part
     assert benchmark_report.write_chart(tmp_path / "bench", sections).stat().st_size > 0
+    # the table-gate variant the CUDA section also times gets its own row, after the four models
+    fake_cuda["train_img_s"][benchmark.TABLE_FORM] = 2000.0
+    fake_cuda["peak_memory_gib"][benchmark.TABLE_FORM] = 22.0
+    fake_cuda["train_time_ratio"] = benchmark._ratios(fake_cuda["train_img_s"], True)
+    fake_cuda["peak_memory_ratio"] = benchmark._ratios(fake_cuda["peak_memory_gib"], False)
+    (tmp_path / "bench_cuda.json").write_text(json.dumps(fake_cuda))
+    md = benchmark_report.write_markdown(tmp_path / "bench", benchmark_report.load_sections(tmp_path / "bench"))
+    rows = [line for line in md.read_text().split("## CUDA training")[1].splitlines() if line.startswith("| 3D-AFF")]
+    assert rows[-1] == "| 3D-AFF-ResNet-50, fast, table gate where it fits (AFF3D_TABLE=1) | 2000 | 1.500 | 22.00 | 1.100 |"
 
 
 def test_cpu_profile_lists_each_models_extra_time(tmp_path):
@@ -142,3 +151,20 @@ def test_a_section_measured_on_other_code_is_marked_stale(smoke_run):
     (tmp_path / "older_cpu.json").write_text(json.dumps(section))
     md = benchmark_report.write_markdown(tmp_path / "older", benchmark_report.load_sections(tmp_path / "older"))
     assert f"**{why}**" in md.read_text()
+
+
+def test_each_cuda_model_is_timed_under_its_own_environment(monkeypatch):
+    """The table-gate variant runs with AFF3D_TABLE=1; the others and everything after see the
+    environment as it was (set or unset)."""
+    import os
+
+    for before in (None, "0"):
+        if before is None:
+            monkeypatch.delenv("AFF3D_TABLE", raising=False)
+        else:
+            monkeypatch.setenv("AFF3D_TABLE", before)
+        with benchmark._env_of(benchmark.TABLE_FORM):
+            assert os.environ["AFF3D_TABLE"] == "1"
+        assert os.environ.get("AFF3D_TABLE") == before
+        with benchmark._env_of("aff3d_resnet50_fast"):
+            assert os.environ.get("AFF3D_TABLE") == before

@@ -8,9 +8,6 @@ Triton's interpreter on CPU, natively on a GPU). BN layers get random statistics
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -409,16 +406,9 @@ _KERNEL_CHECK = textwrap.dedent(
 )
 
 
-def test_triton_kernels_match_their_specification_in_the_interpreter():
+def test_triton_kernels_match_their_specification_in_the_interpreter(triton_interpreter):
     """The Triton gate kernels run on CPU through TRITON_INTERPRET=1 (NumPy), in float64."""
-    pytest.importorskip("triton", reason="Triton is not installed (it ships with PyTorch's Linux wheels)")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    res = subprocess.run([sys.executable, "-c", _KERNEL_CHECK], env=env, cwd=root, capture_output=True, text=True,
-                         timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    worst = float(res.stdout.split("WORST")[-1])
-    assert worst < 1e-12
+    assert triton_interpreter(_KERNEL_CHECK) < 1e-12
 
 
 # --------------------------------------------------------------------------------------------

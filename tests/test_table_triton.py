@@ -9,9 +9,6 @@ the kernels in float32 and bf16, the route against the straightforward path, and
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -162,17 +159,10 @@ _KERNEL_CHECK = textwrap.dedent(
 )
 
 
-def test_table_kernels_match_their_specification_in_the_interpreter():
+def test_table_kernels_match_their_specification_in_the_interpreter(triton_interpreter):
     """The Triton kernels on CPU through TRITON_INTERPRET=1 (NumPy), float64, NCHW and channels_last,
     with the block's norm on the fly, a constant unit, a repeated breakpoint and a pixel on a breakpoint."""
-    pytest.importorskip("triton", reason="Triton is not installed (it ships with PyTorch's Linux wheels)")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    res = subprocess.run([sys.executable, "-c", _KERNEL_CHECK], env=env, cwd=root, capture_output=True, text=True,
-                         timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    worst = float(res.stdout.split("WORST")[-1])
-    assert worst < 1e-12
+    assert triton_interpreter(_KERNEL_CHECK) < 1e-12
 
 
 # --------------------------------------------------------------------------------------------
