@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from torch_impl.attention import AFF3D
+from torch_impl.attention import AFF3D, get_attention
 from torch_impl.attention import aff3d_fast as fast
 from torch_impl.models import Bottleneck
 
@@ -137,6 +137,47 @@ def test_routes_under_torch_compile_tracing(monkeypatch, randomize_bn):
     with torch.no_grad():
         assert _diff(m(U, X), ref(U, X)) < TOL
     assert m._folded is None
+
+
+def test_the_autograd_route_differentiates_the_block_norms_batch_statistics(monkeypatch, randomize_bn):
+    """The route torch.compile traces, in training with the block's norm: outputs, every gradient
+    (through the batch statistics) and the running statistics as the straightforward path has them."""
+    m, ref = _twins(randomize_bn)
+    bn, bn_ref = randomize_bn(nn.BatchNorm2d(8), 4).double(), randomize_bn(nn.BatchNorm2d(8), 4).double()
+    for mod in (m, ref, bn, bn_ref):
+        mod.train()
+    monkeypatch.setattr(fast, "tracing", lambda: True)
+    R, X = _pair(3)
+    R.requires_grad_(), X.requires_grad_()
+    assert fast.choose_route(m, R, X, bn).name == "autograd"
+    y = m.gate_add_relu(R, X, relu=True, norm=bn)
+    y_ref = torch.relu(ref(bn_ref(R), X) + X)
+    assert _diff(y, y_ref) < TOL
+    dout = torch.randn_like(y_ref)
+    g = torch.autograd.grad(y, [R, X, *m.parameters(), *bn.parameters()], dout)
+    g_ref = torch.autograd.grad(y_ref, [R, X, *ref.parameters(), *bn_ref.parameters()], dout)
+    assert max(_diff(a, b) for a, b in zip(g, g_ref)) < TOL
+    stats = [b for mod in (m, bn) for b in mod.buffers()]
+    stats_ref = [b for mod in (ref, bn_ref) for b in mod.buffers()]
+    assert max(_diff(a.double(), b.double()) for a, b in zip(stats, stats_ref)) < TOL
+
+
+def test_a_bottleneck_trains_under_torch_compile(randomize_bn):
+    """torch.compile (dynamo and AOT autograd, without inductor's code generation) of a 3D-AFF
+    bottleneck in training: the same loss and gradients as eager (the fused tail with its norm)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    layer = get_attention("aff3d", reduction=4)
+    block = randomize_bn(Bottleneck(32, 8, 1, layer), 2).double().train()
+    twin = randomize_bn(Bottleneck(32, 8, 1, layer), 2).double().train()
+    twin.load_state_dict(block.state_dict())
+    x = torch.randn(2, 32, 6, 6, dtype=torch.float64)
+    loss = torch.compile(block, backend="aot_eager")(x).square().mean()
+    loss_ref = twin(x).square().mean()
+    assert _diff(loss, loss_ref) < TOL
+    g = torch.autograd.grad(loss, list(block.parameters()))
+    g_ref = torch.autograd.grad(loss_ref, list(twin.parameters()))
+    assert max(_diff(a, b) for a, b in zip(g, g_ref)) < TOL
 
 
 # --------------------------------------------------------------------------------------------

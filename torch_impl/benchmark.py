@@ -234,6 +234,9 @@ def _train_step(model, opt, x, y):
 # The CUDA section also times the fast model with the table gate where ``aff3d_fast.CUDA_TABLE_MIN`` lets it
 # run (``AFF3D_TABLE=1``; the default is the product form everywhere), same weights: the two forms side by side.
 TABLE_FORM = "aff3d_resnet50_fast_table"
+# Under ``--compile`` the section times these (inductor's compilation of every model would not fit a short
+# GPU session); under torch.compile the fast path takes its plain-autograd route (``aff3d_fast.choose_route``).
+COMPILED_MODELS = ("resnet50", "aff3d_resnet50_fast")
 _ENV_OF = {TABLE_FORM: {"AFF3D_TABLE": "1"}}
 
 
@@ -253,8 +256,11 @@ def _env_of(name: str):
 
 
 def bench_cuda(models: dict, reps: int, batch: int, image_size: int, steps: int, warmup: int = 3,
-               profile_path: Path | None = None) -> dict:
-    models = {**models, TABLE_FORM: copy.deepcopy(models["aff3d_resnet50_fast"])}
+               profile_path: Path | None = None, compiled: bool = False) -> dict:
+    if compiled:  # each model under torch.compile (inductor); the fast path then runs as plain autograd
+        models = {n: torch.compile(models[n]) for n in COMPILED_MODELS}
+    else:
+        models = {**models, TABLE_FORM: copy.deepcopy(models["aff3d_resnet50_fast"])}
     torch.backends.cudnn.benchmark = True
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(batch, 3, image_size, image_size, device="cuda", generator=g).to(memory_format=torch.channels_last)
@@ -295,10 +301,11 @@ def bench_cuda(models: dict, reps: int, batch: int, image_size: int, steps: int,
 
     samples = _interleaved(models, reps, run)
     ips = {n: batch / statistics.median(v) for n, v in samples.items()}
-    if profile_path is not None:
+    if profile_path is not None and not compiled:
         _profile(models, opts, x, y, profile_path)
     return {
         "section": "cuda",
+        "compiled": compiled,
         "batch": batch,
         "image_size": image_size,
         "amp": "bfloat16",
@@ -358,6 +365,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cuda-batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=None, help="CUDA training steps per repetition (default 5, --quick 2)")
     p.add_argument("--profile", action="store_true", help="also write a profile: CPU operators of a batch-1 forward, CUDA kernels of a training step")
+    p.add_argument("--compile", action="store_true",
+                   help="CUDA section: ResNet-50 and the fast 3D-AFF-ResNet-50 under torch.compile (write it with its own --out)")
     p.add_argument("--sections", default=None,
                    help=f"comma-separated, among cpu, cuda, {', '.join(EXTRA_SECTIONS)} (default: --device's "
                         "sections, and with --device auto the further sections too)")
@@ -409,7 +418,8 @@ def main(argv=None) -> dict:
             res = bench_cpu(models, args.reps, args.threads, args.image_size, args.cpu_batch, profile_path=prof)
         else:
             prof = args.out.parent / f"{args.out.name}_cuda_profile.txt" if args.profile else None
-            res = bench_cuda(models, args.reps, args.cuda_batch, args.image_size, args.steps, profile_path=prof)
+            res = bench_cuda(models, args.reps, args.cuda_batch, args.image_size, args.steps, profile_path=prof,
+                             compiled=args.compile)
             for m in models.values():
                 m.cpu()
         res["machine"] = machine("cuda" if section == "cuda" else "cpu")
@@ -440,7 +450,7 @@ def _print(res: dict) -> None:
                   f"{res[f'throughput_b{b}_img_s'][n]:8.2f} {res[f'throughput_b{b}_cost_ratio'][n]:6.3f}")
     else:
         print(f"CUDA training (batch {res['batch']}, bf16, channels_last): img/s / time ratio, peak GiB / ratio")
-        for n in [*MODELS, *(k for k in res["train_img_s"] if k not in MODELS)]:
+        for n in [*(k for k in MODELS if k in res["train_img_s"]), *(k for k in res["train_img_s"] if k not in MODELS)]:
             print(f"  {n:28s} {res['train_img_s'][n]:9.1f} {res['train_time_ratio'][n]:6.3f}   "
                   f"{res['peak_memory_gib'][n]:8.2f} {res['peak_memory_ratio'][n]:6.3f}")
 

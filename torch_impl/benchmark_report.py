@@ -102,11 +102,12 @@ def write_markdown(prefix: Path, sections: dict) -> Path:
         s = sections["cuda"]
         m = s["machine"]
         lines += [f"## CUDA training ({m['gpu']}, batch {s['batch']}, bf16 autocast, channels_last, "
+                  f"{'torch.compile, ' if s.get('compiled') else ''}"
                   f"torch {m['torch']}, triton {m.get('triton')}, {m['date']})", "",
                   *_stale_line(s),
                   "| model | train img/s | time ratio | peak memory (GiB) | memory ratio |",
                   "| --- | ---: | ---: | ---: | ---: |"]
-        for n in [*MODELS, *(k for k in s["train_img_s"] if k not in MODELS)]:
+        for n in [*(k for k in MODELS if k in s["train_img_s"]), *(k for k in s["train_img_s"] if k not in MODELS)]:
             lines.append(f"| {_LABELS.get(n, n)} | {s['train_img_s'][n]:.0f} | {s['train_time_ratio'][n]:.3f} | "
                          f"{s['peak_memory_gib'][n]:.2f} | {s['peak_memory_ratio'][n]:.3f} |")
         lines += ["", f"Targets: time ratio <= {TARGETS['cuda_train_time']}, memory ratio <= "
@@ -141,14 +142,15 @@ def write_chart(prefix: Path, sections: dict) -> Path:
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 4), squeeze=False)
     colors = ["#888888", "#4c72b0", "#dd8452", "#55a868"]
     for ax, (title, ratios, target) in zip(axes[0], panels):
-        vals = [ratios[n] for n in MODELS]
-        bars = ax.bar(range(len(MODELS)), vals, color=colors)
+        shown = [i for i, n in enumerate(MODELS) if n in ratios]
+        vals = [ratios[MODELS[i]] for i in shown]
+        bars = ax.bar(range(len(shown)), vals, color=[colors[i] for i in shown])
         for bar, v in zip(bars, vals):
             ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
         if target is not None:
             ax.axhline(target, color="red", linestyle="--", linewidth=1, label=f"target {target}")
             ax.legend(fontsize=8, loc="upper left")
-        ax.set_xticks(range(len(MODELS)), ["R50", "SE", "3D-AFF\nstraight", "3D-AFF\nfast"], fontsize=8)
+        ax.set_xticks(range(len(shown)), [["R50", "SE", "3D-AFF\nstraight", "3D-AFF\nfast"][i] for i in shown], fontsize=8)
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("cost ratio to ResNet-50")
         ax.set_ylim(0, max(vals + [target or 0]) * 1.2)

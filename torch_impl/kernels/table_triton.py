@@ -32,8 +32,8 @@ from .gate_triton import _pow2, _strides, available, tl, triton
 
 MAX_ROWS = 256  # K + 1 table rows held per program in backward (d = 16 up to C = 4080)
 # Off unless ``AFF3D_TABLE=1``: on an H200 (ResNet-50 training, batch 256, bf16, channels_last, one
-# process, interleaved) the table gate on stages 1 and 2 took 3.71x ResNet-50's step time against the
-# product form's 2.98x. Its kernels are not the reason (backward 1.06 ms a call against the product
+# process, interleaved) the table gate on stages 1 and 2 took 3.71x and 3.56x ResNet-50's step time in two
+# runs, against the product form's 2.98x and 2.76x. Its kernels are not the reason (backward 1.06 ms a call against the product
 # kernel's 0.74 ms at these stages, forward 0.30 ms); its per-sample graph is: breakpoints, sorting,
 # tables, their statistics and autograd through them are some 40 small kernels per block, and the step
 # was launch-bound (GPU busy 109 of 202 ms). ``docs/results/benchmark_cuda.json`` has both forms.

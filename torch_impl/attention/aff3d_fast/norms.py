@@ -177,7 +177,12 @@ def spatial_norm(bn: nn.Module, x: torch.Tensor, update: bool) -> torch.Tensor:
 
 
 def normalized(R, mean, var, weight, bias, eps):
-    """BN(R) with given statistics, in R's dtype and memory format (one pass, PyTorch's own kernel)."""
+    """BN(R) with given statistics, in R's dtype and memory format: one pass of PyTorch's own kernel, or,
+    where autograd must also differentiate the statistics (batch statistics on the plain-autograd route,
+    as under torch.compile in training), the affine map scale R + shift, which it differentiates."""
+    if torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad):
+        scale, shift = fold_bn(weight, bias, mean, var, eps)
+        return torch.addcmul(shift[:, None, None], R, scale[:, None, None]).to(R.dtype)
     return F.batch_norm(R, mean, var, weight, bias, False, 0.0, eps)
 
 
