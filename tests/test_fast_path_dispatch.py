@@ -180,6 +180,40 @@ def test_a_bottleneck_trains_under_torch_compile(randomize_bn):
     assert max(_diff(a, b) for a, b in zip(g, g_ref)) < TOL
 
 
+def test_channel_moments_of_a_16_bit_map_are_float32_and_differentiable():
+    from torch_impl.attention.aff3d_fast.norms import channel_moments
+
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+    x16 = x.to(torch.bfloat16).requires_grad_()
+    mean, var = channel_moments(x16)
+    assert mean.dtype == var.dtype == torch.float32
+    ref_var, ref_mean = torch.var_mean(x16.detach().double(), dim=(0, 2, 3), correction=0)
+    assert _diff(mean.double(), ref_mean) < 1e-6 and _diff(var.double(), ref_var) < 1e-5
+    (g,) = torch.autograd.grad((mean + var).sum(), x16)
+    assert g.dtype == torch.bfloat16 and torch.isfinite(g.float()).all()
+
+
+@pytest.mark.cuda
+def test_a_bottleneck_trains_under_torch_compile_on_cuda_in_bf16(randomize_bn):
+    """The same under bf16 autocast on the GPU, channels_last, inductor: where batch_norm_stats, which
+    has no derivative, must not be used for the batch statistics autograd differentiates."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    layer = get_attention("aff3d", reduction=4)
+    block = randomize_bn(Bottleneck(64, 16, 1, layer), 2).cuda().train().to(memory_format=torch.channels_last)
+    twin = randomize_bn(Bottleneck(64, 16, 1, layer), 2).cuda().train().to(memory_format=torch.channels_last)
+    twin.load_state_dict(block.state_dict())
+    x = torch.randn(4, 64, 14, 14, device="cuda").to(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = torch.compile(block)(x).float().square().mean()
+        loss_ref = twin(x).float().square().mean()
+    assert abs(float(loss) - float(loss_ref)) < 2e-2 * abs(float(loss_ref))
+    g = torch.autograd.grad(loss, list(block.parameters()))
+    g_ref = torch.autograd.grad(loss_ref, list(twin.parameters()))
+    for a, b in zip(g, g_ref):
+        assert float((a - b).abs().max()) < 5e-2 * max(1e-3, float(b.abs().max()))
+
+
 # --------------------------------------------------------------------------------------------
 # The inference cache: built once, dropped explicitly
 # --------------------------------------------------------------------------------------------

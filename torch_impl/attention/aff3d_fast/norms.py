@@ -88,10 +88,13 @@ def uses_batch_stats(bn: nn.Module) -> bool:
 
 def channel_moments(x: torch.Tensor):
     """(mean, biased var) per channel over (N, H, W), in float32 or wider (differentiable)."""
-    if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
+    low = x.dtype in (torch.float16, torch.bfloat16)
+    differentiate = torch.is_grad_enabled() and x.requires_grad
+    if x.is_cuda and low and not differentiate:
         mean, invstd = torch.batch_norm_stats(x, 0.0)  # float32 statistics of a 16-bit map, one pass
         return mean, invstd.pow(-2)
-    var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+    # (batch_norm_stats has no derivative: under autograd, as torch.compile traces training, float32 var_mean)
+    var, mean = torch.var_mean(x.float() if low else x, dim=(0, 2, 3), correction=0)
     return mean, var
 
 
