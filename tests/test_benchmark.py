@@ -168,3 +168,20 @@ def test_each_cuda_model_is_timed_under_its_own_environment(monkeypatch):
         assert os.environ.get("AFF3D_TABLE") == before
         with benchmark._env_of("aff3d_resnet50_fast"):
             assert os.environ.get("AFF3D_TABLE") == before
+
+
+def test_a_compiled_cuda_section_reports_the_models_it_timed(tmp_path):
+    """``--compile`` times ResNet-50 and the fast 3D-AFF only: the table and the chart show those two."""
+    assert benchmark.parse_args(["--compile"]).compile
+    assert not benchmark.parse_args([]).compile
+    img_s, mem = {"resnet50": 3000.0, "aff3d_resnet50_fast": 2000.0}, {"resnet50": 10.0, "aff3d_resnet50_fast": 12.0}
+    section = {"section": "cuda", "compiled": True, "batch": 256, "image_size": 224, "reps": 1, "steps_per_rep": 1,
+               "train_img_s": img_s, "peak_memory_gib": mem, "train_time_ratio": benchmark._ratios(img_s, True),
+               "peak_memory_ratio": benchmark._ratios(mem, False), "fused_block_tail": True,
+               "machine": {"gpu": "test GPU", "torch": "x", "triton": "y", "date": "today"}}
+    (tmp_path / "c_cuda.json").write_text(json.dumps(section))
+    sections = benchmark_report.load_sections(tmp_path / "c")
+    md = benchmark_report.write_markdown(tmp_path / "c", sections).read_text()
+    assert "torch.compile, " in md and "| 3D-AFF-ResNet-50, fast | 2000 | 1.500 | 12.00 | 1.200 |" in md
+    assert "straightforward" not in md and "SE-ResNet-50" not in md
+    assert benchmark_report.write_chart(tmp_path / "c", sections).stat().st_size > 0
