@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from torch_impl import benchmark, benchmark_report
+from torch_impl import benchmark, benchmark_cuda, benchmark_report
 
 
 def _tiny(tmp_path: Path, *extra: str) -> list[str]:
@@ -73,14 +73,15 @@ def test_section_files_combine_into_one_report(smoke_run):
     assert "stale" not in cpu_part.split("## ")[1] and "**stale: measured before the code fingerprint" in cuda_part
     assert benchmark_report.write_chart(tmp_path / "bench", sections).stat().st_size > 0
     # the table-gate variant the CUDA section also times gets its own row, after the four models
-    fake_cuda["train_img_s"][benchmark.TABLE_FORM] = 2000.0
-    fake_cuda["peak_memory_gib"][benchmark.TABLE_FORM] = 22.0
+    fake_cuda["train_img_s"][benchmark_cuda.TABLE_FORM] = 2000.0
+    fake_cuda["peak_memory_gib"][benchmark_cuda.TABLE_FORM] = 22.0
     fake_cuda["train_time_ratio"] = benchmark._ratios(fake_cuda["train_img_s"], True)
     fake_cuda["peak_memory_ratio"] = benchmark._ratios(fake_cuda["peak_memory_gib"], False)
     (tmp_path / "bench_cuda.json").write_text(json.dumps(fake_cuda))
     md = benchmark_report.write_markdown(tmp_path / "bench", benchmark_report.load_sections(tmp_path / "bench"))
     rows = [line for line in md.read_text().split("## CUDA training")[1].splitlines() if line.startswith("| 3D-AFF")]
-    assert rows[-1] == "| 3D-AFF-ResNet-50, fast, table gate where it fits (AFF3D_TABLE=1) | 2000 | 1.500 | 22.00 | 1.100 |"
+    label = "3D-AFF-ResNet-50, fast, table gate where it fits (AFF3D_TABLE=1)"
+    assert rows[-1] == f"| {label} | 2000 | 1.500 | 22.00 | 1.100 |"
 
 
 def test_cpu_profile_lists_each_models_extra_time(tmp_path):
@@ -163,10 +164,10 @@ def test_each_cuda_model_is_timed_under_its_own_environment(monkeypatch):
             monkeypatch.delenv("AFF3D_TABLE", raising=False)
         else:
             monkeypatch.setenv("AFF3D_TABLE", before)
-        with benchmark._env_of(benchmark.TABLE_FORM):
+        with benchmark_cuda._env_of(benchmark_cuda.TABLE_FORM):
             assert os.environ["AFF3D_TABLE"] == "1"
         assert os.environ.get("AFF3D_TABLE") == before
-        with benchmark._env_of("aff3d_resnet50_fast"):
+        with benchmark_cuda._env_of("aff3d_resnet50_fast"):
             assert os.environ.get("AFF3D_TABLE") == before
 
 

@@ -98,6 +98,19 @@ def test_small_cpu_maps_train_on_the_small_map_route(layout, fast_route, randomi
         m.train()
 
 
+def _assert_block_tail_agrees(y, y_ref, R, X, mods, mods_ref):
+    """Output, every gradient (inputs, then the modules' parameters) and every BN's running statistics of a
+    block tail equal the straightforward one's (float64, 1e-10)."""
+    assert _diff(y, y_ref) < TOL
+    dout = torch.randn_like(y_ref)
+    g = torch.autograd.grad(y, [R, X, *(p for mod in mods for p in mod.parameters())], dout)
+    g_ref = torch.autograd.grad(y_ref, [R, X, *(p for mod in mods_ref for p in mod.parameters())], dout)
+    assert max(_diff(a, b) for a, b in zip(g, g_ref)) < TOL
+    stats = [b for mod in mods for b in mod.buffers()]
+    stats_ref = [b for mod in mods_ref for b in mod.buffers()]
+    assert max(_diff(a.double(), b.double()) for a, b in zip(stats, stats_ref)) < TOL
+
+
 @pytest.mark.size_rule
 @pytest.mark.parametrize("design", ["aff3d", "aff3d_sum", "mc_r+ms_r", "mc_rs+ms_rs", "kernel_size=5"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
@@ -115,14 +128,7 @@ def test_the_small_map_route_is_exact_with_the_block_norm(design, layout, random
     R, X = (t.to(memory_format=fmt).requires_grad_() for t in _pair(4))
     y = fast.run_route("small_map", m, R, X, bn, add=True, relu=True)
     y_ref = (ref(bn_ref(R), X) + X).relu()
-    assert _diff(y, y_ref) < TOL
-    dout = torch.randn_like(y)
-    g = torch.autograd.grad(y, [R, X, *m.parameters(), *bn.parameters()], dout)
-    g_ref = torch.autograd.grad(y_ref, [R, X, *ref.parameters(), *bn_ref.parameters()], dout)
-    assert max(_diff(a, b) for a, b in zip(g, g_ref)) < TOL
-    stats = [b for mod in (m, bn) for b in mod.buffers()]
-    stats_ref = [b for mod in (ref, bn_ref) for b in mod.buffers()]
-    assert max(_diff(a.double(), b.double()) for a, b in zip(stats, stats_ref)) < TOL
+    _assert_block_tail_agrees(y, y_ref, R, X, (m, bn), (ref, bn_ref))
 
 
 def test_routes_under_torch_compile_tracing(monkeypatch, randomize_bn):
@@ -139,11 +145,11 @@ def test_routes_under_torch_compile_tracing(monkeypatch, randomize_bn):
     assert m._folded is None
 
 
-def test_the_autograd_route_differentiates_the_block_norms_batch_statistics(monkeypatch, randomize_bn):
+def test_the_autograd_route_differentiates_the_block_norms_batch_statistics(monkeypatch, randomize_bn, bn_twins):
     """The route torch.compile traces, in training with the block's norm: outputs, every gradient
     (through the batch statistics) and the running statistics as the straightforward path has them."""
     m, ref = _twins(randomize_bn)
-    bn, bn_ref = randomize_bn(nn.BatchNorm2d(8), 4).double(), randomize_bn(nn.BatchNorm2d(8), 4).double()
+    bn, bn_ref = bn_twins(8)
     for mod in (m, ref, bn, bn_ref):
         mod.train()
     monkeypatch.setattr(fast, "tracing", lambda: True)
@@ -152,14 +158,7 @@ def test_the_autograd_route_differentiates_the_block_norms_batch_statistics(monk
     assert fast.choose_route(m, R, X, bn).name == "autograd"
     y = m.gate_add_relu(R, X, relu=True, norm=bn)
     y_ref = torch.relu(ref(bn_ref(R), X) + X)
-    assert _diff(y, y_ref) < TOL
-    dout = torch.randn_like(y_ref)
-    g = torch.autograd.grad(y, [R, X, *m.parameters(), *bn.parameters()], dout)
-    g_ref = torch.autograd.grad(y_ref, [R, X, *ref.parameters(), *bn_ref.parameters()], dout)
-    assert max(_diff(a, b) for a, b in zip(g, g_ref)) < TOL
-    stats = [b for mod in (m, bn) for b in mod.buffers()]
-    stats_ref = [b for mod in (ref, bn_ref) for b in mod.buffers()]
-    assert max(_diff(a.double(), b.double()) for a, b in zip(stats, stats_ref)) < TOL
+    _assert_block_tail_agrees(y, y_ref, R, X, (m, bn), (ref, bn_ref))
 
 
 def test_a_bottleneck_trains_under_torch_compile(randomize_bn):

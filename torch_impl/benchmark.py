@@ -8,7 +8,7 @@ alike), medians over repetitions, ratios against torchvision's ``resnet50``:
             ResNet-50 / SE / 3D-AFF on an 8-core desktop CPU) and batch-32 throughput, inference,
             on ``--threads`` threads (2 by default)
     cuda    training images/s (SGD step, bf16 autocast, channels_last, batch 256) and the peak
-            memory of a training step, each model measured alone on the GPU
+            memory of a training step, each model measured alone on the GPU (``benchmark_cuda``)
 
 Models: torchvision ``resnet50``, our ``se_resnet50``, and ``aff3d_resnet50`` twice, with the
 straightforward (``impl="straightforward"``) and the fast (``impl="fast"``, default) 3D-AFF, same weights.
@@ -28,8 +28,6 @@ table, each with its machine).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
 import datetime as dt
 import json
 import os
@@ -219,124 +217,6 @@ def _profile_cpu(models, x, path: Path, rows: int = 14) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# CUDA training
-# ------------------------------------------------------------------------------------------------
-
-
-def _train_step(model, opt, x, y):
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = nn.functional.cross_entropy(model(x), y)
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-
-
-# The CUDA section also times the fast model with the table gate where ``aff3d_fast.CUDA_TABLE_MIN`` lets it
-# run (``AFF3D_TABLE=1``; the default is the product form everywhere), same weights: the two forms side by side.
-TABLE_FORM = "aff3d_resnet50_fast_table"
-# Under ``--compile`` the section times these (inductor's compilation of every model would not fit a short
-# GPU session); under torch.compile the fast path takes its plain-autograd route (``aff3d_fast.choose_route``).
-COMPILED_MODELS = ("resnet50", "aff3d_resnet50_fast")
-_ENV_OF = {TABLE_FORM: {"AFF3D_TABLE": "1"}}
-
-
-@contextlib.contextmanager
-def _env_of(name: str):
-    """The environment model ``name`` is timed under (``_ENV_OF``), restored after."""
-    saved = {k: os.environ.get(k) for k in _ENV_OF.get(name, {})}
-    os.environ.update(_ENV_OF.get(name, {}))
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def bench_cuda(models: dict, reps: int, batch: int, image_size: int, steps: int, warmup: int = 3,
-               profile_path: Path | None = None, compiled: bool = False) -> dict:
-    if compiled:  # each model under torch.compile (inductor); the fast path then runs as plain autograd
-        models = {n: torch.compile(models[n]) for n in COMPILED_MODELS}
-    else:
-        models = {**models, TABLE_FORM: copy.deepcopy(models["aff3d_resnet50_fast"])}
-    torch.backends.cudnn.benchmark = True
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(batch, 3, image_size, image_size, device="cuda", generator=g).to(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (batch,), device="cuda", generator=g)
-    opts = {}
-    peak = {}
-    # Peak memory: each model alone on the GPU (weights, gradients, momentum and activations).
-    for n, m in models.items():
-        m.cuda().to(memory_format=torch.channels_last).train()
-        opts[n] = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-        with _env_of(n):
-            for _ in range(warmup):
-                _train_step(m, opts[n], x, y)
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            _train_step(m, opts[n], x, y)
-            torch.cuda.synchronize()
-        peak[n] = torch.cuda.max_memory_allocated() / 2**30
-        m.cpu()
-        opts[n].state.clear()  # momentum buffers follow on the next step
-        torch.cuda.empty_cache()
-    for m in models.values():
-        m.cuda()
-    for n, m in models.items():
-        with _env_of(n):
-            for _ in range(warmup):
-                _train_step(m, opts[n], x, y)
-    torch.cuda.synchronize()
-
-    def run(name, m):
-        with _env_of(name):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                _train_step(m, opts[name], x, y)
-            torch.cuda.synchronize()
-        return (time.perf_counter() - t0) / steps
-
-    samples = _interleaved(models, reps, run)
-    ips = {n: batch / statistics.median(v) for n, v in samples.items()}
-    if profile_path is not None and not compiled:
-        _profile(models, opts, x, y, profile_path)
-    return {
-        "section": "cuda",
-        "compiled": compiled,
-        "batch": batch,
-        "image_size": image_size,
-        "amp": "bfloat16",
-        "memory_format": "channels_last",
-        "reps": reps,
-        "steps_per_rep": steps,
-        "train_img_s": ips,
-        "train_time_ratio": _ratios(ips, True),
-        "train_step_samples_ms": {n: [s * 1e3 for s in v] for n, v in samples.items()},
-        "peak_memory_gib": peak,
-        "peak_memory_ratio": _ratios(peak, False),
-        "targets": {"train_time_ratio": TARGETS["cuda_train_time"], "peak_memory_ratio": TARGETS["cuda_peak_memory"]},
-    }
-
-
-def _profile(models, opts, x, y, path: Path) -> None:
-    """Where a training step's GPU time goes, per model (torch.profiler, CUDA kernels by total time)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    lines = []
-    for n in ("resnet50", "aff3d_resnet50_fast", TABLE_FORM):
-        m = models[n]
-        with _env_of(n), profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(2):
-                _train_step(m, opts[n], x, y)
-            torch.cuda.synchronize()
-        lines += [f"== {n}: 2 training steps ==", prof.key_averages().table(sort_by="cuda_time_total", row_limit=30)]
-    path.write_text("\n".join(lines))
-
-
-# ------------------------------------------------------------------------------------------------
 # Command line
 # ------------------------------------------------------------------------------------------------
 
@@ -366,7 +246,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="CUDA training steps per repetition (default 5, --quick 2)")
     p.add_argument("--profile", action="store_true", help="also write a profile: CPU operators of a batch-1 forward, CUDA kernels of a training step")
     p.add_argument("--compile", action="store_true",
-                   help="CUDA section: ResNet-50 and the fast 3D-AFF-ResNet-50 under torch.compile (write it with its own --out)")
+                   help="CUDA section: ResNet-50 and the fast 3D-AFF-ResNet-50 under torch.compile "
+                        "(write it with its own --out)")
     p.add_argument("--sections", default=None,
                    help=f"comma-separated, among cpu, cuda, {', '.join(EXTRA_SECTIONS)} (default: --device's "
                         "sections, and with --device auto the further sections too)")
@@ -418,6 +299,8 @@ def main(argv=None) -> dict:
             res = bench_cpu(models, args.reps, args.threads, args.image_size, args.cpu_batch, profile_path=prof)
         else:
             prof = args.out.parent / f"{args.out.name}_cuda_profile.txt" if args.profile else None
+            from .benchmark_cuda import bench_cuda  # (here: benchmark_cuda imports this module)
+
             res = bench_cuda(models, args.reps, args.cuda_batch, args.image_size, args.steps, profile_path=prof,
                              compiled=args.compile)
             for m in models.values():
