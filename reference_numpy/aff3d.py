@@ -12,6 +12,7 @@ This file *defines* the math; ``torch_impl`` is tested against it. Symbols follo
 
 Parameters are a flat ``dict`` of arrays with the PyTorch module's state_dict names
 (``spatial.conv.weight``, ``fex.bn1.running_mean``, ...); ``torch_impl.numpy_bridge`` converts.
+Each function checks its arguments first (``checks.py``): wrong input raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .designs import AFF3DDesign, resolve_design
+from . import checks
+from .designs import AFF3DDesign
 from .primitives import batch_norm, conv2d, global_avg_pool, relu, sigmoid
 
 Params = Mapping[str, np.ndarray]
@@ -28,22 +30,19 @@ Params = Mapping[str, np.ndarray]
 
 def sub_params(params: Params, prefix: str) -> dict[str, np.ndarray]:
     """The entries of ``params`` under ``prefix.``, with the prefix removed."""
+    checks.mapping("sub_params", params)
     p = prefix + "."
     return {k[len(p) :]: v for k, v in params.items() if k.startswith(p)}
 
 
 def conv_bn(x: np.ndarray, params: Params, conv: str, bn: str | None, stride: int = 1, padding: int = 0) -> np.ndarray:
     """A "convolution block": conv (bias only if present) then inference batch norm (if named)."""
-    out = conv2d(x, params[f"{conv}.weight"], params.get(f"{conv}.bias"), stride=stride, padding=padding)
-    if bn is None:
-        return out
-    return batch_norm(
-        out,
-        params[f"{bn}.weight"],
-        params[f"{bn}.bias"],
-        params[f"{bn}.running_mean"],
-        params[f"{bn}.running_var"],
-    )
+    checks.keys("conv_bn", params, [f"{conv}.weight", *([] if bn is None else checks.bn_keys(bn))])
+    with checks.naming(f"conv_bn params {conv!r}, {bn!r}"):  # which entries the error is about
+        out = conv2d(x, params[f"{conv}.weight"], params.get(f"{conv}.bias"), stride=stride, padding=padding)
+        if bn is None:
+            return out
+        return batch_norm(out, *(params[k] for k in checks.bn_keys(bn)))  # gamma, beta, mean, var
 
 
 def eq3_transform(X_l: np.ndarray, F_tr: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -52,7 +51,11 @@ def eq3_transform(X_l: np.ndarray, F_tr: Callable[[np.ndarray], np.ndarray]) -> 
     F_tr is the residual branch of the block (conv-BN-ReLU ... conv-BN). X_l: (N, C_in, H_in, W_in);
     U: (N, C, H, W), where C, H, W are the block's output sizes.
     """
-    return F_tr(X_l)
+    checks.nchw("eq3_transform", "X_l", X_l)
+    checks.require("eq3_transform", "F_tr", callable(F_tr), "a function of X_l", type(F_tr).__name__)
+    U = F_tr(X_l)
+    checks.shape("eq3_transform", "U = F_tr(X_l)", U, (X_l.shape[0], None, None, None), "(N, C, H, W)")
+    return U
 
 
 def eq4_channel_squeeze(U: np.ndarray) -> np.ndarray:
@@ -60,6 +63,7 @@ def eq4_channel_squeeze(U: np.ndarray) -> np.ndarray:
 
     U: (N, C, H, W) -> M_c^r: (N, C, 1, 1). For M_c^{r+s} pass U + X_l instead of U.
     """
+    checks.nchw("eq4_channel_squeeze", "U", U)
     return global_avg_pool(U)
 
 
@@ -71,6 +75,16 @@ def eq5_spatial_attention(U: np.ndarray, X_l: np.ndarray, params: Params, design
     then batch norm on that channel; W' are its weights (1, C_in, k, k).
     Returns M_s: (N, 1, H, W).
     """
+    where = "eq5_spatial_attention"
+    design = checks.design(where, design)
+    checks.require(where, "design", design.has_spatial, "one with a spatial branch", "spatial_input='none'")
+    checks.nchw(where, "U", U)
+    checks.nchw(where, "X_l", X_l)
+    checks.same_shape(where, "U", U, "X_l", X_l)
+    checks.keys(where, params, ["spatial.conv.weight", *checks.bn_keys("spatial.bn")])
+    W_prime, k = params["spatial.conv.weight"], design.kernel_size  # W': k x k over U (+) X_l's channels
+    c_in = design.spatial_in_channels(U.shape[1])
+    checks.shape(where, "params['spatial.conv.weight']", W_prime, (1, c_in, k, k), "(1, C_in, k, k)")
     if design.spatial_input == "residual":
         x = U
     elif design.merge == "concat":
@@ -86,6 +100,8 @@ def eq1_fuse(M_c: np.ndarray, M_s: np.ndarray) -> np.ndarray:
     M_c: (N, C, 1, 1) is copied over the H x W positions, M_s: (N, 1, H, W) over the C channels:
     M_3D[n, c, h, w] = M_c[n, c] + M_s[n, h, w], shape (N, C, H, W).
     """
+    checks.shape("eq1_fuse", "M_c", M_c, (None, None, 1, 1), "(N, C, 1, 1)")
+    checks.shape("eq1_fuse", "M_s", M_s, (M_c.shape[0], 1, None, None), "(N, 1, H, W)")
     return M_c + M_s
 
 
@@ -96,8 +112,15 @@ def eq6_feature_fusion(M_3D: np.ndarray, params: Params) -> np.ndarray:
     "convolution block" followed by batch norm (bn1, bn2); without, convs carry a bias.
     M_3D: (N, C, H, W) (or (N, C, 1, 1) in the parallel and SE designs) -> same shape.
     """
-    bn1 = "fex.bn1" if "fex.bn1.weight" in params else None
-    bn2 = "fex.bn2" if "fex.bn2.weight" in params else None
+    where = "eq6_feature_fusion"
+    checks.nchw(where, "M_3D", M_3D)
+    checks.keys(where, params, ["fex.conv1.weight", "fex.conv2.weight"])
+    C, W_1, W_2 = M_3D.shape[1], params["fex.conv1.weight"], params["fex.conv2.weight"]
+    checks.shape(where, "params['fex.conv1.weight']", W_1, (None, C, 1, 1), "(C/d, C, 1, 1)")
+    checks.shape(where, "params['fex.conv2.weight']", W_2, (C, W_1.shape[0], 1, 1), "(C, C/d, 1, 1)")
+    # any fex.bn1.* entry means a BN there (conv_bn then asks for all four), none is silently skipped
+    bn1 = "fex.bn1" if any(k.startswith("fex.bn1.") for k in params) else None
+    bn2 = "fex.bn2" if any(k.startswith("fex.bn2.") for k in params) else None
     hidden = relu(conv_bn(M_3D, params, "fex.conv1", bn1))
     return conv_bn(hidden, params, "fex.conv2", bn2)
 
@@ -116,7 +139,20 @@ def eq7_output(U: np.ndarray, X_3D: np.ndarray, X_l: np.ndarray) -> np.ndarray:
     A post-activation block (ResNet-18..152) applies ReLU after this sum, as ResNet does; the
     pre-activation ResNet-164 does not.
     """
+    checks.nchw("eq7_output", "U", U)
+    checks.shape("eq7_output", "X_3D", X_3D, U.shape, "(N, C, H, W)")
+    checks.shape("eq7_output", "X_l", X_l, U.shape, "(N, C, H, W)")
     return U * X_3D + X_l
+
+
+def param_names(design: str | AFF3DDesign) -> list[str]:
+    """The parameter entries a design's attention needs: W' and its BN (eq. 5), W_1, W_2 (eq. 6)."""
+    design = checks.design("param_names", design)
+    names = ["spatial.conv.weight", *checks.bn_keys("spatial.bn")] if design.has_spatial else []
+    names += ["fex.conv1.weight", "fex.conv2.weight"]
+    if design.fex_norm:
+        return names + checks.bn_keys("fex.bn1") + checks.bn_keys("fex.bn2")
+    return names + ["fex.conv1.bias", "fex.conv2.bias"]
 
 
 def aff3d_gate(
@@ -127,9 +163,17 @@ def aff3d_gate(
     This is the interface every attention module of the project shares: ``(residual, shortcut)
     -> gated residual``. Pass a dict as ``trace`` to receive the intermediate maps by symbol.
     """
-    design = resolve_design(design) if isinstance(design, str) else design
-    if U.shape != X_l.shape:
-        raise ValueError(f"3D-AFF: residual U and shortcut X_l must have one shape, got {U.shape} and {X_l.shape}")
+    where = "aff3d_gate"
+    design = checks.design(where, design)
+    checks.nchw(where, "U", U)
+    checks.nchw(where, "X_l", X_l)
+    checks.same_shape(where, "residual U", U, "shortcut X_l", X_l)
+    checks.keys(where, params, param_names(design))  # all missing names at once
+    if not design.fex_norm:  # BN entries would be applied (eq6_feature_fusion) against the design
+        checks.absent(where, params, "fex.bn", "design.fex_norm is False")
+    if not design.has_spatial:  # spatial weights would be ignored
+        checks.absent(where, params, "spatial.", "design.spatial_input is 'none'")
+    checks.require(where, "trace", trace is None or isinstance(trace, dict), "a dict or None", type(trace).__name__)
     trace = {} if trace is None else trace
     M_c = eq4_channel_squeeze(U if design.channel_input == "residual" else U + X_l)
     trace["M_c"] = M_c

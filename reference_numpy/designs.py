@@ -43,6 +43,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from . import checks
+
 CHANNEL_INPUTS = ("residual", "residual+skip")
 SPATIAL_INPUTS = ("residual+skip", "residual", "none")
 MERGES = ("concat", "sum")
@@ -89,12 +91,14 @@ class AFF3DDesign:
 
     def spatial_in_channels(self, channels: int) -> int:
         """Channels entering F_conv: 2C for the concatenation [U, X_l], else C."""
+        checks.integer("spatial_in_channels", "channels", channels, 1)
         if self.spatial_input == "residual+skip" and self.merge == "concat":
             return 2 * channels
         return channels
 
     def hidden_channels(self, channels: int) -> int:
         """C/d, the width of F_ex's bottleneck; d may not exceed C."""
+        checks.integer("hidden_channels", "channels", channels, 1)
         if self.reduction > channels:
             raise ValueError(
                 f"3D-AFF reduction d={self.reduction} is larger than the channel count C={channels}: "

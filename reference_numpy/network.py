@@ -28,10 +28,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import checks
 from .aff3d import Params, conv_bn, sub_params
 from .blocks import basic_block, bottleneck, preact_bottleneck
-from .designs import AFF3DDesign, resolve_design
-from .primitives import batch_norm, conv2d, global_avg_pool, linear, max_pool2d, relu
+from .designs import AFF3DDesign
+from .primitives import batch_norm, global_avg_pool, linear, max_pool2d, relu
 
 BLOCKS = {"basic": basic_block, "bottleneck": bottleneck, "preact": preact_bottleneck}
 STEMS = ("imagenet", "cifar")
@@ -88,8 +89,10 @@ def _design_from_weights(params: Params, design: AFF3DDesign | str | None) -> AF
         )
     if design is None:
         raise ValueError("the parameters hold 3D-AFF attention weights: pass its design (e.g. 'aff3d' or 'aff3d_sum')")
-    design = resolve_design(design) if isinstance(design, str) else design
+    design = checks.design("infer_spec", design)
+    checks.keys("infer_spec", params, ["layer1.0.attn.fex.conv1.weight"])
     w1 = params["layer1.0.attn.fex.conv1.weight"]  # (C/d, C, 1, 1)
+    checks.shape("infer_spec", "params['layer1.0.attn.fex.conv1.weight']", w1, (None, None, 1, 1), "(C/d, C, 1, 1)")
     updates = {"reduction": w1.shape[1] // w1.shape[0]}
     spatial = params.get("layer1.0.attn.spatial.conv.weight")  # (1, C_in, k, k)
     if (spatial is None) == design.has_spatial:
@@ -115,6 +118,7 @@ def infer_spec(params: Params, design: AFF3DDesign | str | None = None) -> Netwo
     bottleneck; the ``layer{s}.{i}`` names count the blocks. ``design`` must name the 3D-AFF
     design when the parameters contain attention (its k and d are then read from the weights).
     """
+    checks.mapping("infer_spec", params)
     counts: dict[int, int] = {}
     for key in params:
         m = re.match(r"^layer(\d+)\.(\d+)\.", key)
@@ -137,14 +141,16 @@ def stem(x: np.ndarray, params: Params, spec: NetworkSpec) -> np.ndarray:
 
     CIFAR: X_0 = Conv_3x3(x), (N, 3, H, W) -> (N, 16, H, W); its BN-ReLU opens the first block.
     """
+    checks.nchw("stem", "x", x)
     if spec.stem == "cifar":
-        return conv2d(x, params["conv1.weight"], padding=1)
+        return conv_bn(x, params, "conv1", None, padding=1)  # no BN here: conv_bn(..., None) is the conv alone
     x = relu(conv_bn(x, params, "conv1", "bn1", stride=2, padding=3))
     return max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
 def stage(x: np.ndarray, params: Params, spec: NetworkSpec, s: int) -> np.ndarray:
     """Stage ``s`` (0-based, ``layer{s+1}``): its blocks in order, the first with the stage's stride."""
+    checks.integer("stage", "s", s, 0, len(spec.layers) - 1, f"{len(spec.layers)} stages")
     block = BLOCKS[spec.block]
     for i in range(spec.layers[s]):
         stride = spec.stride(s) if i == 0 else 1
@@ -154,8 +160,10 @@ def stage(x: np.ndarray, params: Params, spec: NetworkSpec, s: int) -> np.ndarra
 
 def head(x: np.ndarray, params: Params, spec: NetworkSpec) -> np.ndarray:
     """z = W_fc GAP(X) + b_fc, (N, C, h, w) -> (N, classes); CIFAR first applies the final ReLU(BN(X))."""
+    checks.nchw("head", "x", x)
+    checks.keys("head", params, ["fc.weight", "fc.bias", *(checks.bn_keys("bn") if spec.stem == "cifar" else [])])
     if spec.stem == "cifar":
-        x = relu(batch_norm(x, *(params[f"bn.{k}"] for k in ("weight", "bias", "running_mean", "running_var"))))
+        x = relu(batch_norm(x, *(params[k] for k in checks.bn_keys("bn"))))
     pooled = global_avg_pool(x).reshape(x.shape[0], -1)
     return linear(pooled, params["fc.weight"], params["fc.bias"])
 
@@ -176,12 +184,14 @@ def resnet_forward(
         design: the 3D-AFF design when ``spec`` is not given (e.g. ``"aff3d"``).
         trace: a dict that receives the outputs ``stem``, ``layer1``, ``layer2``, ... and ``logits``.
     """
-    if x.ndim != 4:
-        raise ValueError(f"resnet_forward: expected images (N, C, H, W), got shape {x.shape}")
+    checks.floating("resnet_forward", "x", x)
+    checks.require("resnet_forward", "x", x.ndim == 4, "images (N, C, H, W)", f"shape {x.shape}")
+    checks.mapping("resnet_forward", params)
     if spec is None:
         spec = infer_spec(params, design)
     elif design is not None:
         raise ValueError("resnet_forward: pass the design inside spec, or design without spec, not both")
+    checks.require("resnet_forward", "spec", isinstance(spec, NetworkSpec), "a NetworkSpec", type(spec).__name__)
     trace = {} if trace is None else trace
     x = stem(x, params, spec)
     trace["stem"] = x

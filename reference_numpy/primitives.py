@@ -3,16 +3,14 @@
 Every function works on one batch in NCHW layout (N images, C channels, H rows, W columns), in
 whatever float dtype it is given (the tests use float64). Nothing here learns: batch norm is the
 inference-mode formula with stored running statistics, as in ``torch.nn.BatchNorm2d.eval()``.
+Each function checks its arguments first (``checks.py``): wrong input raises ``ValueError``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-
-def _check_4d(x: np.ndarray, name: str) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"{name}: expected a 4-D array (N, C, H, W), got shape {x.shape}")
+from . import checks
 
 
 def conv2d(
@@ -30,11 +28,16 @@ def conv2d(
     Written as im2col + one matrix product: each output pixel is the dot product of a
     C_in*kh*kw patch with each filter.
     """
-    _check_4d(x, "conv2d input")
+    checks.nchw("conv2d", "x", x)
+    checks.floating("conv2d", "weight", weight, 4, "(C_out, C_in, kh, kw)")
+    checks.in_channels("conv2d", "weight", weight, x)
+    checks.integer("conv2d", "stride", stride, 1)
+    checks.integer("conv2d", "padding", padding, 0)
+    checks.kernel_fits("conv2d", "weight", weight.shape[2:], x, padding)  # else an empty output
+    if bias is not None:
+        checks.vector("conv2d", "bias", bias, weight.shape[0], "C_out")
     n, c_in, h, w = x.shape
-    c_out, c_w, kh, kw = weight.shape
-    if c_w != c_in:
-        raise ValueError(f"conv2d: weight expects {c_w} input channels, input has {c_in}")
+    c_out, _, kh, kw = weight.shape
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     h_out = (h + 2 * padding - kh) // stride + 1
     w_out = (w + 2 * padding - kw) // stride + 1
@@ -58,7 +61,13 @@ def batch_norm(
     eps: float = 1e-5,
 ) -> np.ndarray:
     """Batch norm in inference mode: y = (x - mean) / sqrt(var + eps) * gamma + beta, per channel."""
-    _check_4d(x, "batch_norm input")
+    checks.nchw("batch_norm", "x", x)
+    C = x.shape[1]
+    checks.vector("batch_norm", "weight (gamma)", weight, C, "C")
+    checks.vector("batch_norm", "bias (beta)", bias, C, "C")
+    checks.vector("batch_norm", "running_mean", running_mean, C, "C")
+    checks.vector("batch_norm", "running_var", running_var, C, "C")
+    checks.number("batch_norm", "eps", eps, 0)
     shape = (1, -1, 1, 1)
     scale = weight.reshape(shape) / np.sqrt(running_var.reshape(shape) + eps)
     return (x - running_mean.reshape(shape)) * scale + bias.reshape(shape)
@@ -66,11 +75,13 @@ def batch_norm(
 
 def relu(x: np.ndarray) -> np.ndarray:
     """delta(x) = max(x, 0), the paper's delta."""
+    checks.floating("relu", "x", x)
     return np.maximum(x, 0)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """sigma(x) = 1 / (1 + exp(-x)), computed without overflow for large |x|."""
+    checks.floating("sigmoid", "x", x)  # an integer x would keep its dtype: sigma rounded to 0
     out = np.empty_like(x)
     pos = x >= 0
     out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
@@ -81,13 +92,18 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 def global_avg_pool(x: np.ndarray) -> np.ndarray:
     """(N, C, H, W) -> (N, C, 1, 1): the mean of each channel over its H x W positions."""
-    _check_4d(x, "global_avg_pool input")
+    checks.nchw("global_avg_pool", "x", x)
     return x.mean(axis=(2, 3), keepdims=True)
 
 
 def max_pool2d(x: np.ndarray, kernel_size: int, stride: int, padding: int = 0) -> np.ndarray:
     """Max pooling with -inf padding, like ``torch.nn.MaxPool2d`` (the ResNet stem uses 3, 2, 1)."""
-    _check_4d(x, "max_pool2d input")
+    checks.nchw("max_pool2d", "x", x)
+    checks.integer("max_pool2d", "kernel_size", kernel_size, 1)
+    checks.integer("max_pool2d", "stride", stride, 1)
+    # as torch: a wider padding would give windows of padding alone, whose max is -inf
+    checks.integer("max_pool2d", "padding", padding, 0, kernel_size // 2, "kernel_size // 2")
+    checks.kernel_fits("max_pool2d", "kernel_size", (kernel_size, kernel_size), x, padding)
     n, c, h, w = x.shape
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=-np.inf)
     h_out = (h + 2 * padding - kernel_size) // stride + 1
@@ -101,5 +117,10 @@ def max_pool2d(x: np.ndarray, kernel_size: int, stride: int, padding: int = 0) -
 
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """y = x W^T + b, like ``torch.nn.Linear``: x (N, in), weight (out, in), bias (out,)."""
+    checks.floating("linear", "x", x, 2, "(N, in)")
+    checks.floating("linear", "weight", weight, 2, "(out, in)")
+    checks.shape("linear", "weight", weight, (None, x.shape[1]), "(out, in)")
+    if bias is not None:
+        checks.vector("linear", "bias", bias, weight.shape[0], "out")
     out = x @ weight.T
     return out if bias is None else out + bias
