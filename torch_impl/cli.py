@@ -3,7 +3,8 @@
 A user's mistake reaches the tools as one of ``USER_ERRORS``: a ValueError (a bad option, model name,
 data file or checkpoint; the library's messages say which and what to do), an OSError (a missing
 file, no permission, a full disk: the operating system's reason and the path) or a FloatingPointError
-(the loss diverged). Anything else is a bug and keeps its traceback.
+(the loss diverged) or a ``folder_lock.FolderBusy`` (another live run writes the folder; the message
+names it). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import functools
 import sys
 from collections.abc import Callable
 
-USER_ERRORS = (ValueError, OSError, FloatingPointError)
+from .folder_lock import FolderBusy
+
+USER_ERRORS = (ValueError, OSError, FloatingPointError, FolderBusy)
 USAGE_ERROR = 2  # argparse's status for a bad command line, used for every user error
 
 

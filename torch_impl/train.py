@@ -4,6 +4,7 @@
     python -m torch_impl.train --recipe cifar100_paper --data-dir ~/data --model se_resnet164_cifar
     torchrun --nproc_per_node 8 -m torch_impl.train --recipe imagenet_paper --data-dir /data/imagenet
     python -m torch_impl.train --resume runs/quickstart-aff3d_resnet20_cifar   # continue an interrupted run
+    python -m torch_impl.train --resume runs/quickstart-aff3d_resnet20_cifar --lr 0.01   # a diverged run, at a lower lr
 
 Every recipe key is a flag (``--batch-size 256``, ``--no-channels-last``, ``--model-kwargs '{reduction: 8}'``);
 ``--list-recipes`` and ``--list-models`` show the choices.
@@ -19,7 +20,8 @@ import threading
 from .cli import exit_on_user_error
 from .models import list_models
 from .training.config import FIELDS, add_config_arguments, config_from_args, recipe_names
-from .training.runner import TrainingInterrupted, check_resume_folder, config_for_resume, run
+from .training.run_folder import check_resume_folder
+from .training.runner import TrainingInterrupted, config_for_resume, run
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,17 +10,25 @@
 Grids: table1, table2, table3_4, table5, table6 (``all``: every one). Runs already finished (a
 ``record.json`` in their run folder, or a record in the grid's ``results.json``) are skipped; an
 interrupted run resumes from its last checkpoint. See ``torch_impl/experiments/store.py`` for the files.
+
+One runner at a time per results folder (``--out``) and per runs folder (``--runs``): each holds both
+for its whole life (``--report-only`` holds ``--out``; ``--dry-run`` and ``--list`` hold nothing and
+write no results); a second one stops at once with an ``error:`` line naming the first, status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
 
+from ..cli import describe, report
+from ..folder_lock import FolderBusy, lock_folder
 from ..training.config import make_config
+from ..training.runner import default_workers
 from .grids import GRIDS, get_grid
 from .runner import Executor, merge_record, plan, read_finished, record_for
 from .store import ResultsMismatch, budget_id, budget_of, load_results, record_index, write_json_atomic
@@ -109,20 +117,44 @@ def _check_data(cfg) -> None:
                         f"{cfg.recipe!r}: {err}") from None  # fmt: skip
 
 
+def _hold(held: ExitStack, flag: str, folder: Path) -> None:
+    """Lock ``folder`` (creating it) until the runner ends: two runners would train every run twice."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{flag} {folder} is a file, not a folder")
+    try:
+        held.enter_context(lock_folder(folder))
+    except FolderBusy as err:
+        raise UserError(f"{flag}: {err}") from None
+    except OSError as err:
+        raise UserError(f"{flag} {describe(err)}") from None
+
+
+def run_settings(cfg, nproc_per_node: int | None = None) -> dict:
+    """The runs' configuration; ``workers`` None (as many as this machine's cores allow) is resolved
+    here, so that the budget names the number every run of it uses (it changes what a run learns)."""
+    settings = cfg.to_dict()
+    if settings["workers"] is None:
+        settings["workers"] = default_workers(nproc_per_node or 1)
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _main(args)
+        with ExitStack() as held:  # the folders' locks, given up when the runner ends
+            return _main(args, held)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a folder that cannot be written (read-only, full): the path and the reason
+        return report(err)
 
 
 def record_keys(data) -> set:
     return set(record_index(data))
 
 
-def _main(args) -> int:
+def _main(args, held: ExitStack) -> int:
     if args.list:
         for g in GRIDS.values():
             print(f"{g.name}: {g.title} (baseline: {g.baseline})")
@@ -156,10 +188,13 @@ def _main(args) -> int:
         raise UserError(str(err)) from None
     _check_data(cfg)
     backbone = args.backbone or DEFAULT_BACKBONE[cfg.dataset]
-    config = {k: v for k, v in cfg.to_dict().items() if k not in ("model", "model_kwargs", "seed")}
-    budget = {**budget_of(cfg.to_dict()), "backbone": backbone}
+    settings = run_settings(cfg, args.nproc_per_node)
+    config = {k: v for k, v in settings.items() if k not in ("model", "model_kwargs", "seed")}
+    budget = {**budget_of(settings), "backbone": backbone}
     bid = budget_id(budget)
     out, runs_dir = Path(args.out), Path(args.runs) / bid
+    if not args.dry_run:  # held before the results are read: no other runner rewrites them meanwhile
+        _hold(held, "--out", out)
 
     # Every results file is checked before anything trains: a mismatch stops here and loses nothing.
     results = {}
@@ -188,6 +223,8 @@ def _main(args) -> int:
             write_grid(g, records=False)
         return 0
 
+    if not args.dry_run and Path(args.runs).resolve() != out.resolve():  # one folder is locked once
+        _hold(held, "--runs", Path(args.runs))
     selected = [(g, [r for r in g.rows if not wanted or r.key in wanted]) for g in grids]
     queue = []
     for run in plan(selected, seeds_for, backbone, runs_dir, (first, args.seeds)):
@@ -201,8 +238,9 @@ def _main(args) -> int:
             continue
         run.uses = missing
         queue.append(run)
-    for g in grids:
-        write_grid(g)
+    if not args.dry_run:  # a dry run holds no lock, so it writes no results
+        for g in grids:
+            write_grid(g)
 
     executor_config = dict(config)
 
@@ -229,10 +267,13 @@ def _main(args) -> int:
     finally:
         if progress is not None:
             progress.close()
+    if executor.busy:
+        keys = [r.key for r, _ in executor.busy]
+        print(f"error: {len(keys)} run(s) not trained, their folder held by another process: {keys}; "
+              "run the same command again once it has ended", file=sys.stderr)  # fmt: skip
     if executor.failed:
         print(f"error: {len(executor.failed)} run(s) failed: {[r.key for r, _ in executor.failed]}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if executor.busy or executor.failed else 0
 
 
 if __name__ == "__main__":

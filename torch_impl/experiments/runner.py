@@ -3,10 +3,17 @@
 Each (variant, seed) is one run, trained once even when several grids share it. The queue is
 seed-major: every run of seed 0, then of seed 1, ..., so that an interrupted grid still has complete
 rows for its first seeds; a row asked for more seeds (``--seeds-for aff3d=8``) gets them last.
+
+A child never outlives its runner: on Linux the kernel sends it SIGTERM when the runner dies, however
+it died (``parent_death_signal``), and the child saves its last completed epoch and ends. Elsewhere
+(no ``prctl``) an orphaned child trains on, but it holds its run folder's lock, so a restarted
+runner's child for that run waits for it and then stops with an error instead of writing alongside it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import shlex
@@ -19,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..training.checkpoint import LAST
-from .child import RECORD
+from .child import BUSY, RECORD
 from .grids import Grid, GridRow, Variant, run_key, variant_of
 from .store import add_record, write_json_atomic
 
@@ -96,13 +103,44 @@ def read_finished(run: PlannedRun) -> dict[str, Any] | None:
         return None
 
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def parent_death_signal():
+    """A ``preexec_fn`` for Popen that has the kernel send the child SIGTERM when this process dies
+    (SIGKILL included), or None where ``prctl`` does not exist (not Linux).
+
+    The setting survives exec, so it also covers torchrun, which passes SIGTERM on to its workers. It
+    fires when the *thread* that started the child ends: ``Executor.run`` starts them from the thread that
+    waits for them. libc is looked up here, before fork: the function run between fork and exec does
+    nothing but the call and the check."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    runner = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != runner:  # the runner died between fork and prctl: no signal will come
+            os._exit(128 + signal.SIGTERM)
+
+    return preexec
+
+
 class Executor:
-    """Runs the queue with ``jobs`` child processes; ``on_done(run, measured)`` after each finished run."""
+    """Runs the queue with ``jobs`` child processes; ``on_done(run, measured)`` after each finished run.
+
+    ``failed``: (run, exit status) of runs that ended without a record; ``busy``: runs not trained
+    because another live process held their folder (status ``child.BUSY``), with the child's message."""
 
     def __init__(self, config: dict[str, Any], jobs: int, on_done, nproc_per_node: int | None = None):
         self.config, self.jobs, self.on_done = config, jobs, on_done
         self.nproc_per_node = nproc_per_node
         self.failed: list[tuple[PlannedRun, int]] = []
+        self.busy: list[tuple[PlannedRun, str]] = []
 
     def command(self, run: PlannedRun) -> list[str]:
         spec_path = run.run_dir.parent / f"{run.key}.spec.json"
@@ -129,18 +167,23 @@ class Executor:
             self.write_spec(run)
             print(shlex.join(self.command(run)))
 
+    def log_path(self, run: PlannedRun) -> Path:
+        return run.run_dir.parent / f"{run.key}.log"
+
     def run(self, queue: list[PlannedRun], progress=None) -> None:
         pending = list(queue)
         active: dict[int, tuple[PlannedRun, subprocess.Popen, Any]] = {}
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        preexec = parent_death_signal()
         try:
             while pending or active:
                 while pending and len(active) < self.jobs:
                     run = pending.pop(0)
                     self.write_spec(run)
                     run.run_dir.parent.mkdir(parents=True, exist_ok=True)
-                    log = open(run.run_dir.parent / f"{run.key}.log", "a")
-                    proc = subprocess.Popen(self.command(run), stdout=log, stderr=subprocess.STDOUT, env=self.env())
+                    log = open(self.log_path(run), "a")
+                    proc = subprocess.Popen(self.command(run), stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+                                            preexec_fn=preexec)  # fmt: skip
                     active[proc.pid] = (run, proc, log)
                 time.sleep(0.2)
                 for pid, (run, proc, log) in list(active.items()):
@@ -149,16 +192,10 @@ class Executor:
                         continue
                     log.close()
                     del active[pid]
-                    measured = read_finished(run)
-                    if rc != 0 or measured is None:
-                        self.failed.append((run, rc))
-                        print(f"run {run.key} failed (exit {rc}); its log: {run.run_dir.parent / (run.key + '.log')}",
-                              file=sys.stderr, flush=True)  # fmt: skip
-                    else:
-                        self.on_done(run, measured)
+                    self._finished(run, rc)
                     if progress is not None:
                         progress.update(1)
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, SIGTERM, or an error of the runner itself: no child is left behind
             for _, proc, _ in active.values():
                 proc.terminate()
             for _, proc, log in active.values():
@@ -168,9 +205,31 @@ class Executor:
         finally:
             signal.signal(signal.SIGTERM, previous)
 
+    def _finished(self, run: PlannedRun, rc: int) -> None:
+        measured = read_finished(run)
+        if rc == BUSY:
+            reason = _last_error(self.log_path(run)) or f"{run.run_dir} is in use by another process"
+            self.busy.append((run, reason))
+            print(f"run {run.key} not trained: {reason}", file=sys.stderr, flush=True)
+        elif rc != 0 or measured is None:
+            self.failed.append((run, rc))
+            print(f"run {run.key} failed (exit {rc}); its log: {self.log_path(run)}", file=sys.stderr, flush=True)
+        else:
+            self.on_done(run, measured)
+
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _last_error(log: Path) -> str | None:
+    """The child's last ``error: ...`` line in its log (the log is appended to by every attempt)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    return errors[-1] if errors else None
 
 
 def merge_record(data: dict[str, Any], record: dict[str, Any], row_order: list[str]) -> None:

@@ -10,6 +10,10 @@ A run folder's ``record.json`` is written (atomically) only when the run has fin
 ``results.json`` is rewritten (atomically) after every finished run and holds one record per
 (row, seed). A run shared by several grids is trained once and its record copied into each.
 
+One writer per folder (``torch_impl.folder_lock``, a ``.lock`` file in each): a runner holds ``<out>``
+and ``<runs>`` for its whole life, and each run's training process holds its run folder, so a second
+runner, or a run whose earlier process is still alive, stops with an error instead of writing twice.
+
 Record keys (all errors in percent, on the validation split):
     grid, paper_tables, row_key, row, symbol, paper, model, model_kwargs, seed, run_key,
     final_val_top1_err, final_val_top5_err, best_val_top1_err, best_epoch, epochs, images_seen,
@@ -29,11 +33,18 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = 1
-# Config fields that do not change what a run learns: they are not part of the budget's identity.
+# Config fields outside the budget's identity: the run's own name (model, seed, recorded per record), where
+# files go, and how fast it runs. ``threads`` and the device change only how float sums round (a record
+# keeps both: ``threads``, ``machine``). ``workers`` changes the random draws themselves, so it is part of
+# the budget: the augmentation (random flips, crops) comes from each loader process's own generator, and
+# ``workers`` 0 and 2 train different weights, each repeating bit for bit.
 NOT_BUDGET = frozenset({
     "model", "model_kwargs", "seed", "output_dir", "run_name", "resume", "stop_after_epochs", "progress",
-    "tensorboard", "threads", "workers", "device", "data_dir", "download", "recipe",
+    "tensorboard", "threads", "device", "data_dir", "download", "recipe",
 })  # fmt: skip
+# Budget keys left out when they hold this value: every committed results file was trained with
+# ``workers`` 0 before ``workers`` counted, so its budget (and budget_id) has no ``workers`` key.
+IMPLICIT = {"workers": 0}
 LAST_EPOCHS = 3  # epochs over which the final slope of the validation error is measured
 
 
@@ -42,7 +53,12 @@ class ResultsMismatch(ValueError):
 
 
 def budget_of(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in sorted(config.items()) if k not in NOT_BUDGET}
+    """The settings that decide what a run learns. ``workers`` must be a number here (the runner
+    resolves None, which would mean "depends on this machine's cores")."""
+    if config.get("workers", 0) is None:
+        raise ValueError("budget_of needs the number of data-loader workers, not None")
+    return {k: v for k, v in sorted(config.items())
+            if k not in NOT_BUDGET and not (k in IMPLICIT and v == IMPLICIT[k])}  # fmt: skip
 
 
 def budget_id(budget: dict[str, Any]) -> str:

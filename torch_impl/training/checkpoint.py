@@ -9,6 +9,7 @@ A checkpoint is a dict of tensors and plain values::
     num_classes       classifier outputs
     model             the network's state_dict (torchvision key names)
     optimizer, scheduler, scaler        their state_dicts (scaler: None without fp16)
+                      (model and optimizer states are finite: a run never saves a diverged state)
     epoch             epochs completed
     rng               every generator's state (see seeding.rng_state)
     config            the run's TrainConfig as a dict
@@ -99,6 +100,28 @@ def check_loaded(state: Any, path: str | Path) -> dict[str, Any]:
         verify_checksum(state, path)
     return state
 
+
+def non_finite_entries(
+    model_state: Mapping[str, Any], optimizer_state: Mapping[str, Any], param_names: list[str] | tuple = ()
+) -> list[str]:
+    """The floating-point tensors of a model's and an optimizer's state_dict that hold inf or nan, by name.
+
+    ``param_names``: the parameters' names in the optimizer's order, to name its per-parameter state
+    (e.g. ``momentum_buffer of fc.weight``). One read of each device for all the tensors on it.
+    """
+    named = list(model_state.items())
+    for index, entry in optimizer_state.get("state", {}).items():
+        owner = param_names[index] if isinstance(index, int) and index < len(param_names) else f"parameter {index}"
+        named += [(f"{key} of {owner}", value) for key, value in entry.items()]
+    floats = [(name, t) for name, t in named if torch.is_tensor(t) and t.is_floating_point()]
+    by_device: dict[torch.device, list[int]] = {}
+    for i, (_, t) in enumerate(floats):
+        by_device.setdefault(t.device, []).append(i)
+    bad = []
+    for indices in by_device.values():
+        finite = torch.stack([torch.isfinite(floats[i][1]).all() for i in indices]).tolist()
+        bad += [i for i, ok in zip(indices, finite) if not ok]
+    return [floats[i][0] for i in sorted(bad)]
 
 
 def check_architecture(

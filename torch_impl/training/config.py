@@ -46,7 +46,7 @@ class TrainConfig:
     image_size: int = 32  # shapes: image side; imagenet: crop size; cifar100: always 32
     train_samples: int | None = None  # shapes only: training set size (default 10,000)
     val_samples: int | None = None  # shapes only: validation set size (default 2,000)
-    data_seed: int = 0  # shapes only: the generator seed of the data set itself
+    data_seed: int | None = 0  # shapes only: the generator seed of the data set itself; None: the run's seed
     workers: int | None = None  # data-loader processes per training process; None: 0 on <= 2 cores, else up to 8
     # --- optimisation
     epochs: int = 4
@@ -143,6 +143,12 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def resolved_data_seed(self) -> int:
+        """The data set's generator seed: ``data_seed``, or the run's ``seed`` where it is None (each seed
+        then draws its own images, and two runs with one seed still see the same ones)."""
+        return self.seed if self.data_seed is None else self.data_seed
+
 
 def _choice(name: str, value, choices) -> None:
     if value not in choices:
@@ -211,18 +217,25 @@ def read_recipe(name_or_path: str | Path) -> dict[str, Any]:
     """The key/values of a shipped recipe (by name) or of a YAML file (by path)."""
     text, where = None, str(name_or_path)
     if str(name_or_path) in recipe_names():
-        text = resources.files("torch_impl.recipes").joinpath(f"{name_or_path}.yaml").read_text()
+        text = resources.files("torch_impl.recipes").joinpath(f"{name_or_path}.yaml").read_text(encoding="utf-8")
     else:
         path = Path(name_or_path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(
                 f"recipe {name_or_path!r} is neither a shipped recipe {recipe_names()} nor a YAML file"
             )
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")  # YAML's encoding, whatever the locale's
+        except UnicodeDecodeError as err:  # its own message names a codec and a byte, not the file
+            raise ValueError(
+                f"recipe {where} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
+            ) from err
     try:
-        values = load_yaml(text) or {}
+        values = load_yaml(text)
     except yaml.YAMLError as err:
         raise ValueError(f"recipe {where} is not valid YAML: {err}") from err
+    if values is None:  # no bytes, or only comments: most likely not the file that was meant
+        raise ValueError(f"recipe {where} is empty: expected a mapping of recipe keys to values, e.g. 'epochs: 10'")
     if not isinstance(values, dict):
         raise ValueError(f"recipe {where}: expected a mapping of keys to values, got {type(values).__name__}")
     unknown = sorted(set(values) - set(FIELDS))

@@ -1,14 +1,19 @@
-"""The two loops: one training epoch, one evaluation pass. Both return metrics reduced over all processes."""
+"""The two loops: one training epoch, one evaluation pass. Both return metrics reduced over all processes.
+
+And the checks that keep a diverged epoch from being saved: non-finite losses, weights or optimizer state.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checkpoint import non_finite_entries
 from .distributed import DistContext, all_reduce_sum
 from .metrics import ErrorMeter
 
@@ -87,6 +92,28 @@ def _check_finite(first_bad: torch.Tensor, ctx: DistContext, desc: str) -> None:
         where = f"at step {step}" if step >= 0 else "in another process"
         raise FloatingPointError(
             f"{desc}: the loss became non-finite (inf or nan) {where}; lower --lr or check the data"
+        )
+
+
+def check_finite_losses(desc: str, **losses: float) -> None:
+    """Raise FloatingPointError when an epoch's mean loss (already reduced over all processes, so every
+    process raises alike) is inf or nan: ``check_finite_losses("epoch 2/3", validation=val["loss"])``."""
+    bad = [name for name, value in losses.items() if not math.isfinite(value)]
+    if bad:
+        raise FloatingPointError(
+            f"{desc}: the {' and '.join(bad)} loss is non-finite (inf or nan); lower --lr or check the data"
+        )
+
+
+def check_finite_state(net: nn.Module, optimizer: torch.optim.Optimizer, ctx: DistContext, desc: str) -> None:
+    """Raise FloatingPointError when a floating-point tensor of the network's state (parameters and
+    buffers: BN running statistics can overflow while the loss is still finite) or of the optimizer's
+    state holds inf or nan; such a state cannot be trained on, so it must never be saved."""
+    bad = non_finite_entries(net.state_dict(), optimizer.state_dict(), [name for name, _ in net.named_parameters()])
+    if all_reduce_sum(torch.tensor([float(len(bad))]), ctx).item() > 0:
+        which = f"{len(bad)} tensor(s), e.g. {bad[:3]}" if bad else "another process's tensors"
+        raise FloatingPointError(
+            f"{desc}: the weights or the optimizer's state became non-finite (inf or nan) in {which}; lower --lr"
         )
 
 

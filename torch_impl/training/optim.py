@@ -46,3 +46,28 @@ def build_scheduler(
     # A closure, not a callable object: LambdaLR then saves only its step count, and the schedule
     # itself always comes from the run's configuration.
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg, steps_per_epoch))
+
+
+def rescale_lr(
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, lr: float
+) -> float | None:
+    """After a resume with another ``lr``: move the restored optimizer and schedule to it; return the old lr
+    (None when it is the same).
+
+    The restored state_dicts hold the checkpoint's base learning rate (``base_lrs``, the groups'
+    ``initial_lr``) and the current one (the groups' ``lr``, ``_last_lr``). The base is scaled by new/old
+    and the current rate recomputed from the schedule at its step, so the run goes on exactly as the
+    new lr's schedule would be at that step: step, multistep, cosine and constant scale with it, the
+    warm-up stays at ``warmup_lr`` (``lr_factor`` takes both from the new configuration).
+    """
+    old = scheduler.base_lrs[0]
+    if old == lr:
+        return None
+    ratio = lr / old
+    scheduler.base_lrs = [lr if base == old else base * ratio for base in scheduler.base_lrs]
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    for i, (group, base) in enumerate(zip(optimizer.param_groups, scheduler.base_lrs)):
+        group["initial_lr"] = base
+        group["lr"] = base * lambdas[i](scheduler.last_epoch) if lambdas else group["lr"] * ratio
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports
+    return old

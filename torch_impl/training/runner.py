@@ -8,12 +8,15 @@ The command line (``python -m torch_impl.train``) and notebooks call the same fu
 
 Under torchrun every process calls ``run``; rank 0 writes the run folder::
 
-    runs/<run_name>/  last.pth  best.pth  metrics.csv  curve.png  tensorboard/  config.yaml
+    runs/<run_name>/  last.pth  best.pth  metrics.csv  curve.png  tensorboard/  config.yaml  .lock
 
-Every file is written atomically. At the end of an epoch last.pth is written first (it is what a
+Rank 0 holds the folder's lock for the whole run (``run_folder``): one writer per folder. Every file
+is written atomically. At the end of an epoch last.pth is written first (it is what a
 resume continues from), then best.pth, then metrics.csv and the curve; a resume brings best.pth and
 metrics.csv back in line with last.pth, so after a kill at any moment and a resume the three agree.
-Ctrl-C or SIGTERM raise ``TrainingInterrupted``, whose message says how to resume.
+Ctrl-C or SIGTERM raise ``TrainingInterrupted``, whose message says how to resume. A non-finite loss,
+weight or optimizer state raises FloatingPointError before its epoch is saved: last.pth always holds
+a state that training can go on from (``--resume DIR --lr LOWER``).
 """
 
 from __future__ import annotations
@@ -30,15 +33,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..atomic import remove_stale_temporaries, write_bytes, write_text
+from ..atomic import write_bytes, write_text
 from ..data import build_dataset
 from ..models import create_model
 from . import checkpoint as ckpt
 from .config import TrainConfig, make_config
-from .distributed import DistContext, ShardSampler, barrier, broadcast_object, init_distributed
-from .engine import evaluate, train_one_epoch
-from .log import CSV_NAME, CURVE_NAME, RunLog
-from .optim import build_optimizer, build_scheduler
+from .distributed import DistContext, ShardSampler, barrier, init_distributed
+from .engine import check_finite_losses, check_finite_state, evaluate, train_one_epoch
+from .log import RunLog
+from .optim import build_optimizer, build_scheduler, rescale_lr
+from .run_folder import CONFIG_NAME, best_epoch, check_resume_folder, open_run_folder, repair_run_folder
 from .seeding import configure_determinism, derive_seed, restore_determinism, rng_state, seed_everything, set_rng_state
 
 
@@ -71,23 +75,6 @@ def default_workers(world_size: int = 1) -> int:
     cores = os.cpu_count() or 1
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     return 0 if cores <= 2 else min(8, max(1, cores // max(local, 1) - 1))
-
-
-CONFIG_NAME = "config.yaml"
-RUN_FILES = (ckpt.LAST, ckpt.BEST, CSV_NAME, CURVE_NAME, CONFIG_NAME)  # what rank 0 writes atomically
-FOLDER_KEYS = ("output_dir", "run_name")  # where a new run goes; a resumed run stays in its folder
-
-
-def check_resume_folder(resume: str | Path, given: dict) -> None:
-    """Refuse ``output_dir`` / ``run_name`` given with ``resume``: a resumed run continues in its own folder."""
-    asked = sorted(k for k in FOLDER_KEYS if k in given)
-    if asked:
-        folder = ckpt.resolve_checkpoint_path(resume).parent
-        flags = " and ".join("--" + k.replace("_", "-") for k in asked)
-        raise ValueError(
-            f"{flags} cannot be used with --resume: a resumed run continues in its checkpoint's folder {folder}; "
-            "to continue elsewhere, copy that folder and resume the copy"
-        )
 
 
 def config_for_resume(resume: str | Path, **overrides) -> TrainConfig:
@@ -123,26 +110,6 @@ def run(config: str | Path | Mapping | TrainConfig | None = None, **overrides) -
             torch.distributed.destroy_process_group()
 
 
-def _run_dir(cfg: TrainConfig, ctx: DistContext) -> Path | None:
-    """The run folder: the resumed checkpoint's, else a fresh ``<output_dir>/<run_name>[-N]`` (rank 0 decides)."""
-    if cfg.resume:
-        return ckpt.resolve_checkpoint_path(cfg.resume).parent
-    if cfg.output_dir is None:
-        return None
-    run_dir = None
-    if ctx.is_main:
-        name = cfg.run_name or f"{cfg.recipe}-{cfg.model}"
-        base = Path(cfg.output_dir).expanduser() / name
-        if Path(name).name != name or name in (".", ".."):  # run_name is checked; the recipe name may not be
-            raise ValueError(f"the run's folder name {name!r} must be a plain name; give --run-name")
-        run_dir, n = base, 1
-        while run_dir.exists() and any(run_dir.iterdir()):
-            n += 1
-            run_dir = base.with_name(f"{base.name}-{n}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-    return broadcast_object(run_dir, ctx)
-
-
 @dataclass
 class _Loaders:
     train_set: Dataset
@@ -156,7 +123,7 @@ class _Loaders:
 def _loaders(cfg: TrainConfig, ctx: DistContext) -> _Loaders:
     if cfg.batch_size % ctx.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({ctx.world_size})")
-    common = dict(data_dir=cfg.data_dir, image_size=cfg.image_size, data_seed=cfg.data_seed)
+    common = dict(data_dir=cfg.data_dir, image_size=cfg.image_size, data_seed=cfg.resolved_data_seed)
     if ctx.is_main and cfg.download:
         build_dataset(cfg.dataset, "train", download=True, **common)  # fetch once, before the others read
     barrier(ctx)
@@ -211,29 +178,35 @@ class _Setup:
     saved_epoch: int  # the epochs last.pth holds (0: none yet)
 
 
+def _check_restored(state: dict, cfg: TrainConfig, net: nn.Module) -> None:
+    """Refuse a checkpoint with inf or nan in its state: training from it fails at its first step, whatever
+    the learning rate (this version never saves one; an older one saved the state of a diverged run)."""
+    bad = ckpt.non_finite_entries(state["model"], state["optimizer"], [n for n, _ in net.named_parameters()])
+    if bad:
+        raise ValueError(
+            f"checkpoint {cfg.resume} holds non-finite values (inf or nan) in {len(bad)} tensor(s), e.g. {bad[:3]}: "
+            "the run diverged before it was saved and cannot be continued; start again with a lower --lr"
+        )
+
+
 def _check_model(cfg: TrainConfig) -> None:
     """Build the network on the meta device (no memory, no time): a bad name or option fails before any data."""
     with torch.device("meta"):
         create_model(cfg.model, **cfg.model_kwargs)
 
 
-def _build(cfg: TrainConfig, ctx: DistContext) -> _Setup:
+def _build(cfg: TrainConfig, ctx: DistContext, run_dir: Path | None) -> _Setup:
+    """Everything for the epoch loop; ``run_dir`` is already held (a resume reads last.pth only once
+    no other process can write it)."""
     seed_everything(cfg.seed)  # same on every rank: identical initial weights
-    _check_model(cfg)
     state = ckpt.load_checkpoint(cfg.resume) if cfg.resume else None
-    run_dir = _run_dir(cfg, ctx)
-    if state is not None and ctx.is_main:
-        stale = remove_stale_temporaries(run_dir, RUN_FILES)
-        if stale:
-            print(f"removed {len(stale)} temporary file(s) of a save that was killed: "
-                  f"{[p.name for p in stale]}", flush=True)  # fmt: skip
-
     loaders = _loaders(cfg, ctx)
     num_classes = len(loaders.train_set.classes)
     net = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
     if state is not None:
         ckpt.check_architecture(state, cfg.model, cfg.model_kwargs, num_classes, where=str(cfg.resume))
         ckpt.load_model_state(net, state["model"], where=str(cfg.resume))
+        _check_restored(state, cfg, net)
     net.to(ctx.device)
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
@@ -251,7 +224,7 @@ def _build(cfg: TrainConfig, ctx: DistContext) -> _Setup:
     scheduler = build_scheduler(optimizer, cfg, loaders.steps)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.amp == "fp16")
     history: list[dict[str, float]] = []
-    start_epoch = 0
+    start_epoch, old_lr = 0, None
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -259,13 +232,18 @@ def _build(cfg: TrainConfig, ctx: DistContext) -> _Setup:
             scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         history, start_epoch = list(state["history"]), int(state["epoch"])
+        # The restored states hold the checkpoint's lr; a resume with --lr (after a divergence) wants its own.
+        old_lr = rescale_lr(optimizer, scheduler, cfg.lr)
 
     title = f"{cfg.model} on {cfg.dataset}"
     log = RunLog(run_dir, ctx.is_main, cfg.tensorboard, start_epoch, title, chance=100.0 * (1 - 1 / num_classes))
     if ctx.is_main and run_dir is not None:
         write_text(run_dir / CONFIG_NAME, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         if state is not None:
-            _repair_run_folder(run_dir, state, log)
+            repair_run_folder(run_dir, state, log)
+    if old_lr is not None:
+        log.info(f"learning rate {old_lr:g} -> {cfg.lr:g}: the restored optimizer and schedule are rescaled by "
+                 f"{cfg.lr / old_lr:g} and go on from step {scheduler.last_epoch}")  # fmt: skip
     log.info(
         f"{cfg.recipe}: {cfg.model} ({sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters) on {cfg.dataset} "
         f"({len(loaders.train_set)} train / {len(loaders.val.dataset)} val images, {num_classes} classes), "
@@ -276,32 +254,6 @@ def _build(cfg: TrainConfig, ctx: DistContext) -> _Setup:
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     return _Setup(net, model, optimizer, scheduler, scaler, criterion, loaders, run_dir, log, num_classes,
                   history, start_epoch)  # fmt: skip
-
-
-def _best_epoch(history: list[dict[str, float]]) -> int | None:
-    """The epoch of the lowest validation top-1 error (the first, on a tie), as RunResult.best."""
-    return min(history, key=lambda r: r["val_top1_err"])["epoch"] if history else None
-
-
-def _repair_run_folder(run_dir: Path, state: dict, log: RunLog) -> None:
-    """Make best.pth and metrics.csv agree with last.pth after a kill between their writes.
-
-    Each epoch writes last.pth, then best.pth (when the epoch is the best so far), then metrics.csv.
-    A kill between the first two leaves best.pth an epoch behind; that best epoch is then last.pth's.
-    """
-    history = list(state["history"])
-    best_epoch, best_path = _best_epoch(history), run_dir / ckpt.BEST
-    held = ckpt.load_checkpoint(best_path)["epoch"] if best_path.is_file() else None
-    if best_epoch is not None and held != best_epoch:
-        if best_epoch == state["epoch"]:  # killed between last.pth and best.pth: last.pth is the best epoch
-            ckpt.save_checkpoint(state, best_path)
-            log.info(f"{ckpt.BEST} updated to epoch {best_epoch} (the run was stopped before writing it)")
-        else:  # not left by a kill: the folder was changed by hand
-            log.info(
-                f"warning: {best_path} holds epoch {held}, not the best epoch {best_epoch} of {ckpt.LAST}, and "
-                "cannot be rebuilt from it"
-            )
-    log.write_history(history)
 
 
 def _save_epoch(setup: _Setup, cfg: TrainConfig, epoch: int) -> None:
@@ -318,7 +270,7 @@ def _save_epoch(setup: _Setup, cfg: TrainConfig, epoch: int) -> None:
     encoded = ckpt.encode_checkpoint(state)  # serialised and checksummed once for both files
     write_bytes(setup.run_dir / ckpt.LAST, encoded)
     setup.saved_epoch = epoch
-    if _best_epoch(history) == epoch:
+    if best_epoch(history) == epoch:
         write_bytes(setup.run_dir / ckpt.BEST, encoded)
 
 
@@ -347,6 +299,9 @@ def _train_epochs(setup: _Setup, cfg: TrainConfig, ctx: DistContext) -> None:
         val = evaluate(
             setup.model, loaders.val, ctx, setup.criterion, cfg.amp, cfg.channels_last, cfg.progress, desc=f"val {tag}"
         )
+        # A diverged epoch is never saved: last.pth keeps the last state that training can go on from.
+        check_finite_losses(tag, training=train["loss"], validation=val["loss"])
+        check_finite_state(setup.net, setup.optimizer, ctx, tag)
         setup.history.append({
             "epoch": epoch + 1, "lr": lr,
             "train_loss": train["loss"], "train_top1_err": train["top1_err"],
@@ -362,18 +317,38 @@ def _train_epochs(setup: _Setup, cfg: TrainConfig, ctx: DistContext) -> None:
 
 def _run(cfg: TrainConfig, ctx: DistContext) -> RunResult:
     start = time.perf_counter()
-    setup = _build(cfg, ctx)
-    try:
-        _train_epochs(setup, cfg, ctx)
-    except KeyboardInterrupt as err:
-        raise TrainingInterrupted(setup.run_dir, setup.saved_epoch, cfg.epochs, ctx.is_main, _signal_name(err)) from err
+    _check_model(cfg)  # before a folder is created
+    run_dir, lock = open_run_folder(cfg, ctx)
+    try:  # the folder is held until the run ends, however it ends
+        setup = _build(cfg, ctx, run_dir)
+        try:
+            _train_epochs(setup, cfg, ctx)
+        except KeyboardInterrupt as err:
+            raise TrainingInterrupted(run_dir, setup.saved_epoch, cfg.epochs, ctx.is_main, _signal_name(err)) from err
+        except FloatingPointError as err:
+            raise FloatingPointError(f"{err}; {_kept(run_dir, setup.saved_epoch)}") from err
+        finally:
+            setup.log.close()
     finally:
-        setup.log.close()
+        if lock is not None:
+            lock.release()
     setup.net.eval()
     result = RunResult(cfg, setup.history, setup.net, setup.run_dir, time.perf_counter() - start, setup.num_classes)
     if ctx.is_main and setup.history:
         print(summary_line(result), flush=True)
     return result
+
+
+def _kept(run_dir: Path | None, saved_epoch: int) -> str:
+    """What a diverged run leaves to continue from."""
+    if run_dir is None:
+        return "nothing was saved (output_dir is None)"
+    if saved_epoch == 0:
+        return "no epoch was saved, nothing to resume"
+    return (
+        f"nothing of this epoch was saved: {run_dir / ckpt.LAST} keeps epoch {saved_epoch}, the last finite state; "
+        f"continue from it with a lower learning rate: python -m torch_impl.train --resume {run_dir} --lr LR"
+    )
 
 
 def _signal_name(err: KeyboardInterrupt) -> str:
