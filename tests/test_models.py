@@ -46,11 +46,11 @@ def test_every_name_builds_its_network(name):
         assert (b.attn is None) if want is None else isinstance(b.attn, want), (name, type(b.attn))
     parsed = parse_model_name(name)
     if parsed.architecture.family == "imagenet":
-        for attr in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"):
+        for attr in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "global_pool", "fc"):
             assert hasattr(model, attr), attr
         assert model.fc.out_features == 1000
     else:
-        for attr in ("conv1", "layer1", "layer2", "layer3", "bn", "relu", "avgpool", "fc"):
+        for attr in ("conv1", "layer1", "layer2", "layer3", "bn", "relu", "global_pool", "fc"):
             assert hasattr(model, attr), attr
         assert not hasattr(model, "layer4") and not hasattr(model, "maxpool")
         assert model.fc.out_features == 100  # CIFAR-100
@@ -138,7 +138,10 @@ def test_unknown_name_lists_the_valid_ones():
         ("aff3d_resnet50", {"design": "nope"}, "unknown 3D-AFF design 'nope'"),
         ("aff3d_resnet50", {"kernel_size": 4}, "positive odd integer"),
         ("aff3d_resnet20_cifar", {"zero_init_residual": True}, r"unknown option\(s\) \['zero_init_residual'\]"),
-        ("resnet18", {"num_classes": 0}, "num_classes must be a positive integer, got 0"),
+        ("resnet18", {"num_classes": -1}, "num_classes must be a non-negative integer .* got -1"),
+        ("resnet18", {"global_pool": "min"}, r"global_pool: expected one of \['', 'avg', 'max'"),
+        ("resnet18", {"global_pool": ""}, "global_pool='' .* needs num_classes=0"),
+        ("resnet20_cifar", {"drop_path_rate": 1.0}, "drop_path_rate: expected 0 <= rate < 1"),
         ("aff3d_resnet20_cifar", {"reduction": 128}, "larger than the channel count C=64"),
     ],
 )

@@ -76,13 +76,19 @@ def test_options_reach_the_attention_and_timms_generic_ones_are_checked(tmp_path
 
     with torch.device("meta"):
         m = timm.create_model("aff3d_resnet18", kernel_size=5, reduction=8, drop_rate=0.0, global_pool="avg")
+        g = timm.create_model(
+            "aff3d_resnet18", drop_rate=0.2, global_pool="max", drop_path_rate=0.1, bn_momentum=0.05, bn_eps=1e-3
+        )
     assert m.layer1[0].attn.design.kernel_size == 5 and m.layer1[0].attn.design.reduction == 8
+    # timm's generic options (tests/test_timm_contract.py checks what they do)
+    assert g.drop_rate == 0.2 and g.global_pool.pool_type == "max" and g.layer4[-1].drop_path.p == 0.1
+    assert g.bn1.momentum == 0.05 and g.layer1[0].attn.fex.bn1.eps == 1e-3
     for kwargs, match in [
-        ({"drop_rate": 0.2}, "no dropout"),
-        ({"global_pool": "max"}, "average only"),
-        ({"features_only": True}, "features_only is not supported"),
+        ({"drop_rate": 1.5}, "drop_rate: expected 0 <= rate < 1"),
+        ({"global_pool": "min"}, "global_pool: expected one of"),
+        ({"drop_block_rate": 0.1}, "no DropBlock"),
         ({"pretrained": True}, "no published weights"),
-        ({"drop_path_rate": 0.1}, r"unknown option\(s\) \['drop_path_rate'\]"),
+        ({"attn_drop_rate": 0.1}, r"unknown option\(s\) \['attn_drop_rate'\]"),
     ]:
         with pytest.raises(ValueError, match=match):
             timm.create_model("aff3d_resnet18", **kwargs)

@@ -95,8 +95,14 @@ def load_pretrained(
     own = model.state_dict()
     unexpected = sorted(set(state) - set(own))
     if unexpected:
+        # a model built with num_classes=0 has no fc: its checkpoint's classifier has nowhere to go
+        hint = (
+            " (a model without classifier: pass exclude=('fc.',))"
+            if all(k.startswith("fc.") for k in unexpected)
+            else ""
+        )
         raise ValueError(
-            f"pretrained weights: {len(unexpected)} checkpoint key(s) the model lacks, e.g. {unexpected[:5]}"
+            f"pretrained weights: {len(unexpected)} checkpoint key(s) the model lacks, e.g. {unexpected[:5]}{hint}"
         )
     mismatched = [
         f"{k}: model {tuple(own[k].shape)}, checkpoint {tuple(v.shape)}"

@@ -21,6 +21,11 @@ Two implementations of the same function, chosen by ``impl``:
 
 Both match ``reference_numpy`` (the NumPy reference) to 1e-10 in float64 (tests/test_fast_path.py),
 take the same inputs and raise the same errors (``validation.check_inputs``).
+
+Under ``torch.fx`` symbolic tracing the module is traced through the straightforward path: the fast
+path's dispatch reads devices, shapes and caches, which a symbolic trace does not have. The residual
+blocks never trace it that way: they call ``gate_add_relu`` through a function that tracing records
+as one call (``models.blocks.attention_tail``), so a traced network computes exactly what eager does.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from reference_numpy.designs import AFF3DDesign, resolve_design
 
 from . import aff3d_fast
 from .aff3d_fast.norms import norm_channels, uses_batch_stats
-from .validation import check_batch_for_training, check_inputs
+from .validation import check_batch_for_training, check_inputs, symbolic_tracing
 
 IMPLS = ("fast", "straightforward")
 
@@ -134,8 +139,16 @@ class AFF3D(nn.Module):
             return U
         return torch.cat([U, X_l], dim=1) if design.merge == "concat" else U + X_l
 
+    @property
+    def fuses_tail(self) -> bool:
+        """What a residual block asks before handing its whole tail to ``gate_add_relu``: the fast
+        path applies the block's norm on the fly and recomputes U in backward (memory saving)."""
+        return self.impl == "fast"
+
     def _check(self, residual: torch.Tensor, shortcut: torch.Tensor, norm: nn.Module | None = None) -> None:
         """The input checks both implementations share (same inputs accepted, same ValueError)."""
+        if symbolic_tracing():
+            return  # no shapes to check on Proxies
         check_inputs("AFF3D", residual, shortcut, self.channels, self.fex.conv2.weight.dtype)
         if not (self.training or (norm is not None and norm.training)):
             return  # batch norm counts below: training only
@@ -154,7 +167,7 @@ class AFF3D(nn.Module):
     def forward(self, residual: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         """The gated residual U * X_3D (the block adds X_l: eq. 7)."""
         self._check(residual, shortcut)
-        if self.impl == "fast":  # the same function by exact algebra (aff3d_fast), one dispatch
+        if self.impl == "fast" and not symbolic_tracing():  # the same function by exact algebra, one dispatch
             return aff3d_fast.fast_forward(self, residual, shortcut)
         return self.forward_straightforward(residual, shortcut)
 
@@ -171,7 +184,7 @@ class AFF3D(nn.Module):
         if norm is not None and norm_channels(norm) != self.channels:
             raise ValueError(f"AFF3D.gate_add_relu: norm has {norm_channels(norm)} channels, expected {self.channels}")
         self._check(residual, shortcut, norm)
-        if self.impl == "fast":
+        if self.impl == "fast" and not symbolic_tracing():
             return aff3d_fast.fast_forward(self, residual, shortcut, norm=norm, add=True, relu=relu)
         U = residual if norm is None else norm(residual)
         out = self.forward_straightforward(U, shortcut) + shortcut

@@ -8,15 +8,35 @@ the block then adds the shortcut (eq. 7 of the 3D-AFF paper) and, post-activatio
     BasicBlock          ResNet-18/34
     Bottleneck          ResNet-50/101/152, stride in the 3x3 conv (torchvision's "v1.5")
     PreActBottleneck    CIFAR ResNet-164 (He et al. 2016, "Identity mappings in deep residual networks")
+
+Each block also takes ``drop_path`` (stochastic depth on the residual branch; 0: none) and has timm's
+``zero_init_last()``.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.fx
 from torch import nn
 
-from ..attention.aff3d import AFF3D
 from ..attention.factory import AttnLayer
+from .head import DropPath
+
+
+def attention_tail(
+    attn: nn.Module, residual: torch.Tensor, shortcut: torch.Tensor, relu: bool, norm: nn.Module | None = None
+) -> torch.Tensor:
+    """``attn.gate_add_relu``: relu(attn(norm(residual), shortcut) + shortcut) in one call.
+
+    A module-level function so that ``torch.fx.wrap`` below can make symbolic tracing (timm's and
+    torchvision's feature extractors, ``torch.fx.symbolic_trace``) record it as one call: the traced
+    network then runs the attention's own code, bit for bit what eager runs, instead of tracing a
+    method whose dispatch reads devices and shapes a trace does not have.
+    """
+    return attn.gate_add_relu(residual, shortcut, relu=relu, norm=norm)
+
+
+torch.fx.wrap("attention_tail")
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -35,26 +55,51 @@ def projection(in_planes: int, out_planes: int, stride: int) -> nn.Sequential | 
 
 
 class _AttentionBlock(nn.Module):
-    """What the three blocks share: ``attn`` on the residual branch, and ``fused_tail``.
+    """What the three blocks share: ``attn`` on the residual branch, ``drop_path``, ``fused_tail``.
 
     The tail of a block is U = norm(out) (eq. 3's last step), out = attn(U, X_l) + X_l (eq. 7), then
-    ReLU. With 3D-AFF's fast path the block hands all of it to ``attn.gate_add_relu``, which applies
-    the norm on the fly and recomputes U in backward instead of storing it: the training memory of a
-    3D-AFF-ResNet then stays close to the plain ResNet's. Same function, fewer stored maps.
+    ReLU. An attention that says so (``attn.fuses_tail``: 3D-AFF's fast path) gets all of it in one
+    ``attn.gate_add_relu`` call, which applies the norm on the fly and recomputes U in backward
+    instead of storing it: the training memory of a 3D-AFF-ResNet then stays close to the plain
+    ResNet's. Same function, fewer stored maps.
     """
 
     attn: nn.Module | None
+    drop_path: DropPath | None
+
+    def _init_drop_path(self, drop_path: float) -> None:
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
 
     @property
     def fused_tail(self) -> bool:
-        """Whether ``forward`` takes the memory-saving fused tail (3D-AFF with impl="fast")."""
-        return isinstance(self.attn, AFF3D) and self.attn.impl == "fast"
+        """Whether ``forward`` takes the memory-saving fused tail: the attention offers one, and no
+        stochastic depth has to scale the branch before the sum (the fused call adds it itself)."""
+        if self.drop_path is not None and self.training:
+            return False
+        return bool(getattr(self.attn, "fuses_tail", False))
+
+    def _zero_init_attention(self) -> None:
+        # The built-in attentions multiply U, so a zero U already zeroes the branch; an attention
+        # with an additive part can start at zero through its own zero_init_last.
+        init = getattr(self.attn, "zero_init_last", None)
+        if init is not None:
+            init()
+
+    def _branch(self, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """The unfused tail before the sum: U * X_3D (or U), through stochastic depth."""
+        if self.attn is not None:
+            out = self.attn(out, identity)  # U * X_3D
+        if self.drop_path is not None:
+            out = self.drop_path(out)
+        return out
 
 
 class BasicBlock(_AttentionBlock):
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, attn_layer: AttnLayer = None):
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, attn_layer: AttnLayer = None, drop_path: float = 0.0
+    ):
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -64,6 +109,12 @@ class BasicBlock(_AttentionBlock):
         self.attn = attn_layer(planes) if attn_layer is not None else None
         self.downsample = projection(inplanes, planes, stride)
         self.stride = stride
+        self._init_drop_path(drop_path)
+
+    def zero_init_last(self) -> None:
+        """gamma = 0 in the last BN: the block starts as the identity (timm's ``zero_init_last``)."""
+        nn.init.zeros_(self.bn2.weight)
+        self._zero_init_attention()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
@@ -74,10 +125,8 @@ class BasicBlock(_AttentionBlock):
         if self.downsample is not None:
             identity = self.downsample(x)
         if self.fused_tail:  # bn2, the gate, += identity and ReLU in one memory-saving call
-            return self.attn.gate_add_relu(out, identity, relu=True, norm=self.bn2)
-        out = self.bn2(out)  # U
-        if self.attn is not None:
-            out = self.attn(out, identity)  # U * X_3D
+            return attention_tail(self.attn, out, identity, relu=True, norm=self.bn2)
+        out = self._branch(self.bn2(out), identity)  # U -> U * X_3D
         out += identity  # eq. 7
         return self.relu(out)
 
@@ -85,7 +134,9 @@ class BasicBlock(_AttentionBlock):
 class Bottleneck(_AttentionBlock):
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, attn_layer: AttnLayer = None):
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, attn_layer: AttnLayer = None, drop_path: float = 0.0
+    ):
         super().__init__()
         width = planes
         out_planes = planes * self.expansion
@@ -99,6 +150,12 @@ class Bottleneck(_AttentionBlock):
         self.attn = attn_layer(out_planes) if attn_layer is not None else None
         self.downsample = projection(inplanes, out_planes, stride)
         self.stride = stride
+        self._init_drop_path(drop_path)
+
+    def zero_init_last(self) -> None:
+        """gamma = 0 in the last BN: the block starts as the identity (timm's ``zero_init_last``)."""
+        nn.init.zeros_(self.bn3.weight)
+        self._zero_init_attention()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
@@ -112,10 +169,8 @@ class Bottleneck(_AttentionBlock):
         if self.downsample is not None:
             identity = self.downsample(x)
         if self.fused_tail:  # bn3, the gate, += identity and ReLU in one memory-saving call
-            return self.attn.gate_add_relu(out, identity, relu=True, norm=self.bn3)
-        out = self.bn3(out)  # U
-        if self.attn is not None:
-            out = self.attn(out, identity)  # U * X_3D
+            return attention_tail(self.attn, out, identity, relu=True, norm=self.bn3)
+        out = self._branch(self.bn3(out), identity)  # U -> U * X_3D
         out += identity  # eq. 7
         return self.relu(out)
 
@@ -128,7 +183,9 @@ class PreActBottleneck(_AttentionBlock):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, attn_layer: AttnLayer = None):
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, attn_layer: AttnLayer = None, drop_path: float = 0.0
+    ):
         super().__init__()
         out_planes = planes * self.expansion
         self.bn1 = nn.BatchNorm2d(inplanes)
@@ -142,6 +199,13 @@ class PreActBottleneck(_AttentionBlock):
         needs_projection = stride != 1 or inplanes != out_planes
         self.downsample = conv1x1(inplanes, out_planes, stride) if needs_projection else None
         self.stride = stride
+        self._init_drop_path(drop_path)
+
+    def zero_init_last(self) -> None:
+        """The branch ends in conv3 (no BN after it): zero its weights, as timm's pre-activation
+        bottleneck does; the block starts as the identity."""
+        nn.init.zeros_(self.conv3.weight)
+        self._zero_init_attention()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.relu(self.bn1(x))
@@ -150,8 +214,7 @@ class PreActBottleneck(_AttentionBlock):
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))  # U = F_tr(X_l), eq. 3
         if self.fused_tail:  # the gate and += identity in one memory-saving call
-            return self.attn.gate_add_relu(out, identity, relu=False)
-        if self.attn is not None:
-            out = self.attn(out, identity)  # U * X_3D
+            return attention_tail(self.attn, out, identity, relu=False)
+        out = self._branch(out, identity)  # U * X_3D
         out += identity  # eq. 7; no ReLU after the sum
         return out

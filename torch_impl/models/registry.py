@@ -8,8 +8,9 @@ A name is ``[<attention>_]<architecture>``:
                    se, cbam, eca, aff3d
 
 e.g. ``resnet50``, ``se_resnet50``, ``aff3d_resnet164_cifar``. Keyword arguments are split between
-the network (``num_classes``, ``in_chans``, ``zero_init_residual`` for ImageNet nets) and the
-attention (everything else), and each attention accepts only its own options, as its entry in
+the network (``num_classes``, ``in_chans``, ``zero_init_residual`` for ImageNet nets, and timm's
+generic options ``global_pool``, ``drop_rate``, ``drop_path_rate``, ``bn_momentum``, ``bn_eps``) and
+the attention (everything else), and each attention accepts only its own options, as its entry in
 ``ATTENTIONS`` lists them:
 
     se      reduction (r)                             Hu et al. 2018
@@ -33,7 +34,6 @@ from typing import Mapping
 from torch import nn
 
 from ..attention import ATTENTIONS, attention_names, get_attention, get_spec
-from ..pretrained import load_pretrained
 from .resnet import RESNET_LAYERS, resnet
 from .resnet_cifar import PreActResNetCIFAR
 
@@ -55,9 +55,12 @@ class Family:
     network_options: frozenset[str]
 
 
+# Options both families' networks take, as timm's models do (timm's train.py passes them).
+GENERIC_OPTIONS = frozenset({"in_chans", "global_pool", "drop_rate", "drop_path_rate", "bn_momentum", "bn_eps"})
+
 FAMILIES: dict[str, Family] = {
-    "imagenet": Family("ImageNet-1k", 1000, 224, frozenset({"in_chans", "zero_init_residual"})),
-    "cifar": Family("CIFAR-100", 100, 32, frozenset({"in_chans"})),
+    "imagenet": Family("ImageNet-1k", 1000, 224, GENERIC_OPTIONS | {"zero_init_residual"}),
+    "cifar": Family("CIFAR-100", 100, 32, GENERIC_OPTIONS),
 }
 
 # The CIFAR depths of the zoo: ResNet-164 (the paper's CIFAR-100 backbone) and ResNet-20 (quick runs).
@@ -147,12 +150,15 @@ def create_model(
     Args:
         name: ``[<attention>_]resnet{18,34,50,101,152}`` or ``[<attention>_]resnet{20,164}_cifar``, where
             ``<attention>`` is a name of ``torch_impl.attention.ATTENTIONS`` (se, cbam, eca, aff3d).
-        num_classes: classifier outputs; default 1000 for ImageNet nets, 100 (CIFAR-100) for CIFAR nets.
+        num_classes: classifier outputs; default 1000 for ImageNet nets, 100 (CIFAR-100) for CIFAR nets;
+            0: no classifier (the network returns its pooled features).
         pretrained: a torchvision-format state_dict, or a path to one, loaded through
             ``torch_impl.pretrained.load_pretrained`` (strict for plain nets; attention weights stay
             freshly initialised). None: random initialisation.
-        **kwargs: ``in_chans``, ``zero_init_residual`` (ImageNet), and the attention's options,
-            e.g. ``reduction=8``, ``kernel_size=5``, ``design="aff3d_sum"``, ``merge="sum"``.
+        **kwargs: ``in_chans``, ``zero_init_residual`` (ImageNet), ``global_pool`` ("avg", "max",
+            "avgmax", "catavgmax", "": no pooling, with num_classes=0), ``drop_rate`` (dropout before
+            fc), ``drop_path_rate`` (stochastic depth), ``bn_momentum``, ``bn_eps``, and the
+            attention's options, e.g. ``reduction=8``, ``kernel_size=5``, ``design="aff3d_sum"``.
 
     >>> create_model("aff3d_resnet50", kernel_size=5).layer1[0].attn.design.kernel_size
     5
@@ -161,8 +167,11 @@ def create_model(
     arch = parsed.architecture
     if num_classes is None:
         num_classes = arch.default_num_classes
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"create_model({name!r}): num_classes must be a positive integer, got {num_classes!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(
+            f"create_model({name!r}): num_classes must be a non-negative integer (0: no classifier), "
+            f"got {num_classes!r}"
+        )
     net_kwargs, attn_kwargs = _split_kwargs(parsed, kwargs)
     attn_layer = get_attention(parsed.attention, **attn_kwargs)
     if arch.family == "imagenet":
@@ -171,5 +180,8 @@ def create_model(
         model = PreActResNetCIFAR(arch.depth, num_classes=num_classes, attn_layer=attn_layer, **net_kwargs)
     model.model_name = str(parsed)
     if pretrained is not None:
+        # Imported here: pretrained.py reaches the training package, which imports this module.
+        from ..pretrained import load_pretrained
+
         load_pretrained(model, pretrained)
     return model
