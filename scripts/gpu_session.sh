@@ -3,7 +3,9 @@
 # start of a lent machine costs minutes):
 #   1. the `cuda` tests (tests/, marker `cuda`), and whether the built-in data draws the same pixels here;
 #   2. the benchmark's CUDA section: training time and peak memory against ResNet-50, with a kernel profile;
-#   3. the experiment grids on the GPU (all rows, --seeds 3, 8 for resnet/se/aff3d), N runs side by side.
+#   3. the experiment grids on the GPU (all rows, --seeds 3, 8 for resnet/se/aff3d), N runs side by side;
+#   4. the budget study: plain, SE and 3D-AFF (table1's rows resnet, se, aff3d) at each of BUDGETS epochs,
+#      one runner per budget, all at once, each with its share of the processes (BUDGET_JOBS).
 # Each stage has its own time limit, so that one that fails or hangs leaves the others their time; a
 # grid stopped at its limit keeps its finished runs (run the script again to continue them).
 #
@@ -12,8 +14,12 @@
 #   WORK=/tmp/gpu_session.AbCd STAGES=grid bash scripts/gpu_session.sh   # continue a grid on the same machine
 #
 # Settings (environment): OUT (default runs/gpu_session), WORK (the work folder; default a new one under /tmp),
-# STAGES (default "cuda_tests shapes_pixels benchmark grid"), TESTS_S / BENCH_S / GRID_S (each stage's limit in
-# seconds, default 150 / 150 / 1800), GRID_JOBS (default: cores - 2), GRID_MPS (1: run the grid's processes
+# STAGES (default "cuda_tests shapes_pixels benchmark grid"; "budget" is the budget study), TESTS_S / BENCH_S /
+# GRID_S / BUDGET_S (each stage's limit in seconds, default 150 / 150 / 1800 / 1800), BUDGETS (epochs, default
+# "12 24 48"), BUDGET_JOBS (processes per budget, in BUDGETS' order, default "2 5 9": the longer budget gets
+# more), BUDGET_SEEDS (default 8; seed-major, so a stage stopped at its limit has whole seeds first), BUDGET_RECIPE
+# (default experiments_shapes_v2), BUDGET_ARGS (extra arguments of each runner),
+# GRID_JOBS (default: cores - 2), GRID_MPS (1: run the grid's and the budget study's processes
 # under CUDA MPS when it starts, so that their small kernels share the GPU at once instead of by time slices),
 # GRID_ARGS (extra arguments of `python -m torch_impl.experiments`), GRID_DEVICE (default cuda), PYTHON (default python3),
 # GIT_COMMIT (recorded in each run when the tree has no .git).
@@ -63,9 +69,7 @@ want shapes_pixels && stage shapes_pixels 60 "$PY" -m pytest -o addopts="" -q -p
 want benchmark && stage benchmark "${BENCH_S:-150}" "$PY" -m torch_impl.benchmark --sections cuda --reps 7 --steps 5 --profile \
     --out "$W/bench/benchmark"
 
-want grid || { say "done: $(date -u)"; exit 0; }
-# 3. The grids, with the recipe's settings (experiments_shapes).
-JOBS=${GRID_JOBS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}
+{ want grid || want budget; } || { say "done: $(date -u)"; exit 0; }
 MPS=none
 if [ "${GRID_MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control > /dev/null; then
     export CUDA_MPS_PIPE_DIRECTORY=$W.mps CUDA_MPS_LOG_DIRECTORY=$W.mps  # beside the work folder: not packed
@@ -78,12 +82,37 @@ if [ "${GRID_MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control > /dev/null; t
         MPS=failed
     fi
 fi
-say "grid: $JOBS runs side by side, MPS $MPS"
-# shellcheck disable=SC2086  # GRID_ARGS is a list of arguments
-stage grid "${GRID_S:-1800}" "$PY" -m torch_impl.experiments all --seeds 3 --seeds-for resnet=8,se=8,aff3d=8 \
-    --first resnet,se,aff3d --device "${GRID_DEVICE:-cuda}" --jobs "$JOBS" --no-progress \
-    --runs "$W/runs" --out "$W/grid" ${GRID_ARGS:-}
+say "MPS $MPS"
+
+# 3. The grids, with the recipe's settings (experiments_shapes).
+if want grid; then
+    JOBS=${GRID_JOBS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}
+    say "grid: $JOBS runs side by side"
+    # shellcheck disable=SC2086  # GRID_ARGS is a list of arguments
+    stage grid "${GRID_S:-1800}" "$PY" -m torch_impl.experiments all --seeds 3 --seeds-for resnet=8,se=8,aff3d=8 \
+        --first resnet,se,aff3d --device "${GRID_DEVICE:-cuda}" --jobs "$JOBS" --no-progress \
+        --runs "$W/runs" --out "$W/grid" ${GRID_ARGS:-}
+    say "grid: $(find "$W/runs" -name record.json | wc -l) runs finished"
+fi
+
+# 4. The budget study: one runner per budget, side by side; each its own results and runs folders.
+if want budget; then
+    read -r -a budgets <<< "${BUDGETS:-12 24 48}"
+    read -r -a shares <<< "${BUDGET_JOBS:-2 5 9}"
+    cmd=""
+    for i in "${!budgets[@]}"; do
+        e=${budgets[$i]}
+        cmd+="\"\$PY\" -m torch_impl.experiments table1 --recipe ${BUDGET_RECIPE:-experiments_shapes_v2} \
+            --rows resnet,se,aff3d --seeds ${BUDGET_SEEDS:-8} \
+            --set epochs=$e --device ${GRID_DEVICE:-cuda} --jobs ${shares[$i]:-1} --no-progress \
+            --runs \"\$W/budget_runs/e$e\" --out \"\$W/budget/e$e\" ${BUDGET_ARGS:-} > \"\$W/budget_e$e.log\" 2>&1 & "
+    done
+    # SIGINT at the stage's limit reaches this shell; it passes SIGTERM on to every runner, which stops its runs
+    # (a non-interactive shell starts background jobs with SIGINT ignored).
+    export PY W
+    stage budget "${BUDGET_S:-1800}" bash -c "trap 'kill -TERM \$(jobs -p) 2> /dev/null; wait' INT TERM; $cmd wait"
+    say "budget: $(find "$W/budget_runs" -name record.json | wc -l) runs finished"
+fi
 [ "$MPS" = on ] && echo quit | nvidia-cuda-mps-control
-say "grid: $(find "$W/runs" -name record.json | wc -l) runs finished"
 pack
 say "done: $(date -u)"

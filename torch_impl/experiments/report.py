@@ -2,8 +2,10 @@
 
 Per row: n seeds, mean and standard deviation of the final validation top-1 error, its 95 %
 t-interval, the paired difference to the grid's baseline row over the seeds both have (with its
-interval), the paper's number and the paper's difference to the same baseline, and the flatness check:
-the least-squares slope of the seed-mean validation error over the last epochs.
+interval and what the interval supports: ``stats.verdict``), the paper's number and the paper's
+difference to the same baseline, and the least-squares slope of the seed-mean validation error over
+the last epochs. The slope describes the curve's end; it is no test of convergence: a schedule that
+decays to zero flattens every curve at its end (the budget study, ``budget.py``, measures convergence).
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .grids import Grid, get_grid
-from .stats import Summary, paired_difference, slope, summarize
+from .stats import Summary, paired_difference, slope, summarize, verdict
 from .store import LAST_EPOCHS
-
-FLAT_SLOPE = 0.5  # percentage points per epoch: a final slope within +-0.5 counts as flattened
 
 
 def _by_row(records: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
@@ -36,7 +36,7 @@ def mean_curve(runs: list[dict[str, Any]], key: str = "val_top1_err") -> list[fl
 
 
 def row_statistics(grid: Grid, data: dict[str, Any]) -> list[dict[str, Any]]:
-    """One dict per grid row with records: summaries, paired difference to the baseline, flatness."""
+    """One dict per grid row with records: summaries, paired difference to the baseline, final slope."""
     by_row = _by_row(data["records"])
     base = {s: r["final_val_top1_err"] for s, r in by_row.get(grid.baseline, {}).items()}
     out = []
@@ -74,20 +74,6 @@ def _ci(s: Summary | None, digits: int = 2, baseline: str = "(baseline)") -> str
     return f"{s.mean:+.{digits}f} [{s.low:+.{digits}f}, {s.high:+.{digits}f}]"
 
 
-def _flatness(slope_: float) -> str:
-    return "flat" if abs(slope_) <= FLAT_SLOPE else "NOT flat"
-
-
-def _verdict(s: Summary | None) -> str:
-    if s is None or math.isnan(s.half_width):
-        return ""
-    if s.high < 0:
-        return "lower error"
-    if s.low > 0:
-        return "higher error"
-    return "no difference within the interval"
-
-
 def render_markdown(grid: Grid, data: dict[str, Any], curves_name: str = "curves.png") -> str:
     stats = row_statistics(grid, data)
     budget = data["budget"]
@@ -112,10 +98,9 @@ def render_markdown(grid: Grid, data: dict[str, Any], curves_name: str = "curves
         std = "" if math.isnan(t1.std) else f" ± {t1.std:.2f}"
         paper = " / ".join(f"{v:.2f} (T{t})" for t, v in s["paper"].items())
         pdiff = " / ".join(f"{v:+.2f}" for v in s["paper_diff"].values()) if s["key"] != grid.baseline else "(baseline)"
-        flat = _flatness(s["final_slope"])
         lines.append(
             f"| {s['label']} | {s['symbol']} | {t1.n} | {t1.mean:.2f}{std} | {ci} | {_ci(s['paired'])} | "
-            f"{_verdict(s['paired'])} | {paper} | {pdiff} | {s['top5'].mean:.2f} | {s['final_slope']:+.2f} ({flat}) | "
+            f"{verdict(s['paired'])} | {paper} | {pdiff} | {s['top5'].mean:.2f} | {s['final_slope']:+.2f} | "
             f"{s['last_change']:+.2f} | {s['wall_time_s']:.0f} |"
         )
     n_runs = len(data["records"])
@@ -125,10 +110,15 @@ def render_markdown(grid: Grid, data: dict[str, Any], curves_name: str = "curves
         "they are beside ours for the *direction and size of the differences*, not the level (our task is a "
         "different, easier data set at a much smaller budget).",
         "",
-        f"Flatness: slope of the seed-mean validation top-1 error over the last {LAST_EPOCHS} epochs, least squares; "
-        f"'flat' when within ±{FLAT_SLOPE} percentage points per epoch. Last epoch's change: seed-mean error of the "
-        "last epoch minus the one before. s / run: mean wall time of a run (train + validation, one thread, beside the "
-        "grid's other runs on one machine: see the records' `machine`).",
+        "Verdict: 'lower error' / 'higher error' when the paired interval excludes 0, 'equivalent within ±0.5' when "
+        "it lies inside ±0.5 points, else 'inconclusive'. With this many comparisons a few intervals exclude 0 by "
+        "chance alone (5 % each when nothing differs).",
+        "",
+        f"Slope: of the seed-mean validation top-1 error over the last {LAST_EPOCHS} epochs, least squares. It "
+        "describes the end of the curve and tests nothing: the cosine schedule decays the learning rate to zero, so "
+        "every curve ends flat, converged or not. Last epoch's change: seed-mean error of the last epoch minus the one "
+        "before. s / run: mean wall time of a run (train + validation, one thread, beside the grid's other runs on one "
+        "machine: see the records' `machine`).",
         "",
         f"![validation error per epoch]({curves_name})",
         "",
@@ -145,9 +135,9 @@ SUMMARY_FILE = "summary.md"
 def summary_table(out: Path) -> str:
     """One markdown table over the grids' committed results in ``out``: per row the seeds, the mean
     final top-1 error with its 95 % interval, the paired difference to the grid's baseline with its
-    interval and verdict, and the flatness check. README shows it verbatim (a test holds them equal)."""
+    interval and verdict, and the final slope. README shows it verbatim (a test holds them equal)."""
     lines = ["| paper table | row | seeds | top-1 error, % [95 % CI] | Δ vs baseline, pp [95 % CI] | verdict | "
-             "last 3 epochs (pp/epoch) |", "|---|---|---:|---:|---:|---|---:|"]
+             "slope, last 3 epochs (pp/epoch) |", "|---|---|---:|---:|---:|---|---:|"]
     for name, tables in SUMMARY_GRIDS:
         path = Path(out) / name / "results.json"
         if not path.exists():
@@ -158,7 +148,7 @@ def summary_table(out: Path) -> str:
             ci = "" if math.isnan(t1.half_width) else f" [{t1.low:.1f}, {t1.high:.1f}]"
             diff = _ci(s["paired"], digits=1, baseline=f"baseline of Table {tables}")
             lines.append(f"| {tables} | {s['symbol']} | {t1.n} | {t1.mean:.1f}{ci} | {diff} | "
-                         f"{_verdict(s['paired'])} | {s['final_slope']:+.2f} ({_flatness(s['final_slope'])}) |")
+                         f"{verdict(s['paired'])} | {s['final_slope']:+.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -205,7 +195,9 @@ def plot_grid(grid: Grid, data: dict[str, Any], path: Path, chance: float | None
         zoom.set_ylim(min(finals) - 0.5, max(finals) + 0.5)
     zoom.set_title("second half (zoom)")
     ax.legend(fontsize=7)
-    fig.suptitle(grid.title, fontsize=9)
+    budget = data.get("budget", {})
+    fig.suptitle(f"the rows of {grid.title}\ntrained here: {budget.get('backbone', '?')} family on {budget.get('dataset', '?')} "
+                 f"({budget.get('image_size', '?')} px), {budget.get('epochs', '?')} epochs", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

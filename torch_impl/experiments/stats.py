@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from scipy import stats as _scipy_stats
 
 
@@ -48,15 +49,13 @@ def t_quantile(level: float, dof: int) -> float:
 
 def summarize(values: Sequence[float], level: float = 0.95) -> Summary:
     """Mean, standard deviation (ddof = 1) and t-interval of ``values``."""
-    values = [float(v) for v in values]
-    n = len(values)
-    if n == 0:
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
         raise ValueError("summarize: no values")
-    mean = sum(values) / n
-    if n < 2:
-        return Summary(n, mean, math.nan, math.nan, level)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return Summary(n, mean, std, t_quantile(level, n - 1) * std / math.sqrt(n), level)
+    if x.size < 2:
+        return Summary(1, float(x[0]), math.nan, math.nan, level)
+    std = float(x.std(ddof=1))
+    return Summary(int(x.size), float(x.mean()), std, t_quantile(level, x.size - 1) * std / math.sqrt(x.size), level)
 
 
 def paired_difference(row: Mapping[int, float], baseline: Mapping[int, float], level: float = 0.95) -> Summary | None:
@@ -69,11 +68,70 @@ def paired_difference(row: Mapping[int, float], baseline: Mapping[int, float], l
 
 def slope(ys: Sequence[float]) -> float:
     """Least-squares slope of ``ys`` against 1, 2, ..., len(ys) (units of ys per step); 0 for one value."""
-    n = len(ys)
-    if n < 2:
+    if len(ys) < 2:
         return 0.0
-    x_mean = (n + 1) / 2
-    y_mean = sum(ys) / n
-    num = sum((i + 1 - x_mean) * (y - y_mean) for i, y in enumerate(ys))
-    den = sum((i + 1 - x_mean) ** 2 for i in range(n))
-    return num / den
+    return float(_scipy_stats.linregress(np.arange(1, len(ys) + 1), np.asarray(ys, dtype=float)).slope)
+
+
+# ----------------------------------------------------------------------------- verdicts and power
+
+EQUIVALENCE_MARGIN = 0.5  # percentage points: "equivalent" needs the whole interval inside +-this
+
+
+def verdict(s: Summary | None, margin: float = EQUIVALENCE_MARGIN) -> str:
+    """What a paired difference's interval supports, and nothing more:
+
+    - "lower error" / "higher error": the interval excludes 0;
+    - "equivalent within ±margin": the interval lies inside (-margin, +margin);
+    - "inconclusive": everything else (too few seeds, or an interval that spans 0 and a margin);
+    - "" where there is no interval (no partner seeds, or one).
+    """
+    if s is None or math.isnan(s.half_width):
+        return ""
+    if s.high < 0:
+        return "lower error"
+    if s.low > 0:
+        return "higher error"
+    if -margin < s.low and s.high < margin:
+        return f"equivalent within ±{margin:g}"
+    return "inconclusive"
+
+
+def seeds_for_half_width(std: float, half_width: float, level: float = 0.95, cap: int = 1000) -> int:
+    """The fewest paired seeds n whose ``level`` t-interval, ``t * std / sqrt(n)``, is at most ``half_width``
+    when the paired differences have standard deviation ``std`` (at least 2; ``cap`` when none up to it is)."""
+    n = np.arange(2, cap + 1)
+    ok = _scipy_stats.t.ppf(0.5 + level / 2, n - 1) * std / np.sqrt(n) <= half_width
+    return int(n[ok][0]) if ok.any() else cap
+
+
+def power(effect: float, std: float, n: int, level: float = 0.95) -> float:
+    """The chance that a two-sided paired t-test over ``n`` seeds at ``1 - level`` excludes zero when the
+    true mean difference is ``effect`` and the differences' standard deviation is ``std`` (noncentral t)."""
+    if n < 2 or std <= 0:
+        raise ValueError(f"power: need n >= 2 and std > 0, got n={n}, std={std}")
+    dof = n - 1
+    t = t_quantile(level, dof)
+    shift = abs(effect) / (std / math.sqrt(n))
+    return float(_scipy_stats.nct.sf(t, dof, shift) + _scipy_stats.nct.cdf(-t, dof, shift))
+
+
+def holm(p_values: Sequence[float], alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down correction: which of the hypotheses are rejected at family-wise level ``alpha``."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p)
+    passes = p[order] <= alpha / (len(p) - np.arange(len(p)))
+    k = len(p) if passes.all() else int(np.argmin(passes))  # the first failure stops the steps down
+    rejected = np.zeros(len(p), dtype=bool)
+    rejected[order[:k]] = True
+    return rejected.tolist()
+
+
+def paired_p_value(s: Summary) -> float:
+    """Two-sided p-value of the paired t-test behind ``s`` (mean difference against 0)."""
+    if s.n < 2 or math.isnan(s.std):
+        return math.nan
+    if s.std == 0:
+        return 0.0 if s.mean else 1.0
+    t = s.mean / (s.std / math.sqrt(s.n))
+    return float(2 * _scipy_stats.t.sf(abs(t), s.n - 1))

@@ -1,0 +1,234 @@
+"""The budget study: plain, SE and 3D-AFF at budgets that double, and the budget at which they converge.
+
+    python -m torch_impl.experiments table1 --recipe experiments_shapes_v2 --rows resnet,se,aff3d --seeds 4 \\
+        --set epochs=24 --out docs/results/experiments/budget/e24            # one runner per budget
+    python -m torch_impl.experiments.budget                                    # -> budget/results.md, .json, .png
+
+A cosine schedule decays the learning rate to zero, so every curve is flat at its end whatever the
+budget: the slope of the last epochs says nothing about convergence. Only a longer run can. The
+**converged budget** is the shortest budget E whose halving, E/2, moves no row's seed-mean final error
+by more than ``CONVERGED_CHANGE`` points (both budgets measured, not assumed). The same seed trains the
+same images in the same order at every budget, so the change is paired seed by seed, and so are the
+contrasts between rows at one budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from .stats import EQUIVALENCE_MARGIN, Summary, paired_difference, paired_p_value, summarize, verdict
+
+ROWS = (("resnet", "plain"), ("se", "SE"), ("aff3d", "3D-AFF"))
+CONTRASTS = (("aff3d", "resnet"), ("aff3d", "se"), ("se", "resnet"))  # (row, minus row)
+CONVERGED_CHANGE = 0.5  # points of seed-mean error between a budget and its half
+DEFAULT_DIR = Path("docs/results/experiments/budget")
+
+
+def load_budgets(folder: Path) -> dict[int, dict[str, dict[int, dict[str, Any]]]]:
+    """``{epochs: {row_key: {seed: record}}}`` from ``folder/e<E>/table1/results.json``."""
+    out: dict[int, dict[str, dict[int, dict[str, Any]]]] = {}
+    for path in sorted(Path(folder).glob("e*/table1/results.json")):
+        match = re.fullmatch(r"e(\d+)", path.parents[1].name)
+        if not match:
+            continue
+        data = json.loads(path.read_text())
+        rows: dict[str, dict[int, dict[str, Any]]] = {}
+        for r in data["records"]:
+            if int(r["epochs"]) != int(match.group(1)):
+                raise ValueError(f"{path}: a record of {r['epochs']} epochs in the folder of {match.group(1)}")
+            rows.setdefault(r["row_key"], {})[int(r["seed"])] = r
+        out[int(match.group(1))] = rows
+    return dict(sorted(out.items()))
+
+
+def _errors(runs: dict[int, dict[str, Any]]) -> dict[int, float]:
+    return {s: float(r["final_val_top1_err"]) for s, r in runs.items()}
+
+
+def _summary_dict(s: Summary | None) -> dict[str, float] | None:
+    return None if s is None else {**s.to_dict(), "p": paired_p_value(s)}
+
+
+def analyse(budgets: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> dict[str, Any]:
+    """Per budget: each row's error, the three contrasts; per budget with its half measured: each row's
+    change (paired by seed) and whether the budget counts as converged."""
+    out: dict[str, Any] = {"converged_change": CONVERGED_CHANGE, "margin": EQUIVALENCE_MARGIN, "budgets": {}}
+    for epochs, rows in budgets.items():
+        entry: dict[str, Any] = {"rows": {}, "contrasts": {}, "halving": None}
+        for key, _ in ROWS:
+            if key in rows:
+                errs = _errors(rows[key])
+                entry["rows"][key] = {**summarize(list(errs.values())).to_dict(), "seeds": sorted(errs),
+                                      "wall_time_s": sum(r["wall_time_s"] for r in rows[key].values()) / len(errs)}
+        for a, b in CONTRASTS:
+            if a in rows and b in rows:
+                d = paired_difference(_errors(rows[a]), _errors(rows[b]))
+                entry["contrasts"][f"{a}-{b}"] = {**(_summary_dict(d) or {}), "verdict": verdict(d)}
+        half = budgets.get(epochs // 2) if epochs % 2 == 0 else None
+        if half is not None:
+            changes = {}
+            for key, _ in ROWS:
+                if key in rows and key in half:
+                    d = paired_difference(_errors(rows[key]), _errors(half[key]))
+                    if d is not None:
+                        changes[key] = _summary_dict(d)
+            complete = len(changes) == len(ROWS)
+            entry["halving"] = {
+                "from_epochs": epochs // 2, "change": changes,
+                "converged": complete and all(abs(c["mean"]) <= CONVERGED_CHANGE for c in changes.values()),
+            }  # fmt: skip
+        out["budgets"][str(epochs)] = entry
+    converged = [int(e) for e, b in out["budgets"].items() if b["halving"] and b["halving"]["converged"]]
+    out["converged_budget"] = min(converged) if converged else None
+    return out
+
+
+def _interval(d: dict[str, float] | None, digits: int = 2) -> str:
+    if not d:
+        return ""
+    if d["n"] < 2 or math.isnan(d["ci_low"]):
+        return f"{d['mean']:+.{digits}f} (1 seed)"
+    return f"{d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}]"
+
+
+def render_markdown(analysis: dict[str, Any], machine: str) -> str:
+    names = dict(ROWS)
+    lines = [
+        "# Budget study: plain, SE and 3D-AFF ResNet-20 on the built-in shapes at budgets that double",
+        "",
+        f"Recipe `experiments_shapes_v2`; {machine}. Final validation top-1 error (%) after the last epoch, mean "
+        "[95 % t-interval] over seeds. Each seed draws its own images; within a seed every row and every budget "
+        "trains the same images in the same order, so differences are paired seed by seed.",
+        "",
+        "| epochs | " + " | ".join(f"{n}: seeds, error" for _, n in ROWS) + " | s / run (plain, SE, 3D-AFF) |",
+        "|---:|" + "---:|" * len(ROWS) + "---:|",
+    ]
+    for e, b in analysis["budgets"].items():
+        cells = []
+        for key, _ in ROWS:
+            r = b["rows"].get(key)
+            cells.append("" if r is None else f"{r['n']}, {r['mean']:.2f}" + (
+                "" if math.isnan(r["ci_low"]) else f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"))
+        times = ", ".join(f"{b['rows'][k]['wall_time_s']:.0f}" if k in b["rows"] else "-" for k, _ in ROWS)
+        lines.append(f"| {e} | " + " | ".join(cells) + f" | {times} |")
+    lines += [
+        "",
+        f"**Halving the budget.** Change of each row's error from E/2 to E epochs (paired by seed). A budget counts "
+        f"as converged when no row's mean changes by more than {analysis['converged_change']} points.",
+        "",
+        "| epochs | from | " + " | ".join(n for _, n in ROWS) + " | converged |",
+        "|---:|---:|" + "---:|" * len(ROWS) + "---|",
+    ]
+    for e, b in analysis["budgets"].items():
+        h = b["halving"]
+        if h:
+            cells = [_interval(h["change"].get(k)) for k, _ in ROWS]
+            lines.append(f"| {e} | {h['from_epochs']} | " + " | ".join(cells) + f" | {'yes' if h['converged'] else 'no'} |")
+    conv = analysis["converged_budget"]
+    lines += ["", "Converged budget: " + (f"**{conv} epochs**." if conv else
+              "**none of the measured budgets** (the longest still moved a row by more than "
+              f"{analysis['converged_change']} points when halved)."), ""]
+    lines += [
+        f"**Contrasts at each budget** (points, row minus row, paired; verdict: the interval excludes 0, or lies "
+        f"inside ±{analysis['margin']} (equivalent), else inconclusive).",
+        "",
+        "| epochs | " + " | ".join(f"{names[a]} − {names[b]}" for a, b in CONTRASTS) + " |",
+        "|---:|" + "---|" * len(CONTRASTS) + "",
+    ]
+    for e, b in analysis["budgets"].items():
+        cells = []
+        for a, c in CONTRASTS:
+            d = b["contrasts"].get(f"{a}-{c}")
+            cells.append("" if not d or "n" not in d else f"{_interval(d)} {d['verdict']}".strip())
+        lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    lines += ["", "![error against budget](budget.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(analysis: dict[str, Any], path: Path) -> None:
+    """Left: each row's error against the budget (log scale), with its interval. Right: the contrasts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [int(e) for e in analysis["budgets"]]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
+    for i, (key, name) in enumerate(ROWS):
+        pts = [(int(e), b["rows"][key]) for e, b in analysis["budgets"].items() if key in b["rows"]]
+        if not pts:
+            continue
+        x = [e * (1 + 0.03 * (i - 1)) for e, _ in pts]  # nudged apart so the bars do not hide each other
+        y = [r["mean"] for _, r in pts]
+        err = [0 if math.isnan(r["ci_low"]) else r["mean"] - r["ci_low"] for _, r in pts]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{name} (n={pts[-1][1]['n']})")
+    for i, (a, b) in enumerate(CONTRASTS):
+        pts = [(int(e), d["contrasts"][f"{a}-{b}"]) for e, d in analysis["budgets"].items()
+               if "n" in d["contrasts"].get(f"{a}-{b}", {})]  # fmt: skip
+        if not pts:
+            continue
+        x = [e * (1 + 0.03 * (i - 1)) for e, _ in pts]
+        y = [d["mean"] for _, d in pts]
+        err = [0 if math.isnan(d["ci_low"]) else d["mean"] - d["ci_low"] for _, d in pts]
+        names = dict(ROWS)
+        bx.errorbar(x, y, yerr=err, marker="s", capsize=3, label=f"{names[a]} − {names[b]}")
+    margin = analysis["margin"]
+    bx.axhspan(-margin, margin, color="grey", alpha=0.15, label=f"±{margin} (equivalence margin)")
+    bx.axhline(0, color="black", lw=0.8)
+    for a_, title, ylabel in ((ax, "error against budget (95 % CI)", "final validation top-1 error (%)"),
+                              (bx, "paired differences (95 % CI)", "difference (points)")):  # fmt: skip
+        a_.set_xscale("log", base=2)
+        a_.set_xticks(epochs, [str(e) for e in epochs])
+        a_.set_xlabel("training epochs (cosine schedule to zero)")
+        a_.set_ylabel(ylabel)
+        a_.set_title(title, fontsize=9)
+        a_.grid(alpha=0.3)
+        a_.legend(fontsize=7)
+    fig.suptitle("ResNet-20 family on the built-in shapes (16 px), recipe experiments_shapes_v2", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def machine_of(budgets: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> str:
+    """The machines the records name (GPU name, else CPU model), e.g. 'trained on NVIDIA H200'."""
+    names = sorted({r["machine"].get("gpu") or r["machine"].get("cpu", "?")
+                    for rows in budgets.values() for runs in rows.values() for r in runs.values()})  # fmt: skip
+    return "trained on " + " and ".join(names) if names else "no runs"
+
+
+def write_report(folder: Path) -> dict[str, Any]:
+    budgets = load_budgets(folder)
+    if not budgets:
+        raise ValueError(f"no budget results in {folder}: expected e<EPOCHS>/table1/results.json")
+    analysis = analyse(budgets)
+    analysis["machine"] = machine_of(budgets)
+    (folder / "results.json").write_text(json.dumps(analysis, indent=1) + "\n")
+    (folder / "results.md").write_text(render_markdown(analysis, analysis["machine"]))
+    plot(analysis, folder / "budget.png")
+    return analysis
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m torch_impl.experiments.budget", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--out", default=str(DEFAULT_DIR), help=f"the study's folder (default {DEFAULT_DIR})")
+    args = p.parse_args(argv)
+    try:
+        analysis = write_report(Path(args.out))
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"converged budget: {analysis['converged_budget']}; wrote {args.out}/results.md, results.json, budget.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
