@@ -19,7 +19,7 @@ import pandas as pd
 from torch_impl.data import SHAPE_CLASSES
 from torch_impl.experiments.grids import Grid, get_grid
 from torch_impl.experiments.report import row_statistics
-from torch_impl.experiments.stats import summarize
+from torch_impl.experiments.stats import EQUIVALENCE_MARGIN, summarize, verdict  # noqa: F401 (verdict: for the notebooks)
 
 # Seeds per row the grids are meant to have: at least 3 for every variant, 8 for plain, SE and 3D-AFF.
 TARGET_SEEDS = {"resnet": 8, "se": 8, "aff3d": 8}
@@ -51,15 +51,6 @@ def math_label(symbol: str) -> str:
     return re.sub(r"^k = ", "$k$ = ", text.replace("F_ex", "$F_{ex}$"))
 
 
-def verdict(low: float, high: float) -> str:
-    """What a 95 % interval of a difference (row minus baseline) says."""
-    if high < 0:
-        return "lower error"
-    if low > 0:
-        return "higher error"
-    return "no difference within the interval"
-
-
 def summary(grid: Grid, data: dict) -> pd.DataFrame:
     """One line per row of the grid, in the paper's order: our mean and interval, paired difference, the paper's.
 
@@ -83,7 +74,7 @@ def summary(grid: Grid, data: dict) -> pd.DataFrame:
             else:
                 line |= {"paired seeds": paired.n, "diff. to baseline": paired.mean, "diff. CI low": paired.low,
                          "diff. CI high": paired.high,
-                         "reading": verdict(paired.low, paired.high) if paired.n > 1 else "1 paired seed: no interval"}
+                         "reading": verdict(paired) if paired.n > 1 else "1 paired seed: no interval"}
             line |= {"final slope (pts/epoch)": s["final_slope"], "epochs": s["epochs"]}
         for p in row.paper_numbers:
             line[f"paper T{p['table']} (%)"] = p["value"]
@@ -208,3 +199,29 @@ def detection_table(data: dict, task: str = "box") -> pd.DataFrame:
         row.update({f"COCO {c} (paper)": coco.get(c, np.nan) for c in ("AP", "AP50")})
         rows.append(row)
     return pd.DataFrame(rows).set_index(["detector", "backbone"]).round(1)
+
+
+def budget_study(results_dir: str | Path = RESULTS) -> dict:
+    """The budget study's analysis (``python -m torch_impl.experiments.budget`` writes it)."""
+    path = Path(results_dir) / "budget" / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python -m torch_impl.experiments.budget` first")
+    return json.loads(path.read_text())
+
+
+def budget_table(study: dict) -> pd.DataFrame:
+    """Epochs by row: seeds, mean final error and its 95 % interval; then each row's change from the half budget."""
+    from torch_impl.experiments.budget import ROWS
+
+    lines = []
+    for epochs, b in study["budgets"].items():
+        line = {"epochs": int(epochs)}
+        for key, name in ROWS:
+            r = b["rows"].get(key)
+            if r:
+                line[f"{name} error (%)"] = f"{r['mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] (n={r['n']})"
+            h = (b["halving"] or {}).get("change", {}).get(key)
+            if h:
+                line[f"{name} change from E/2"] = f"{h['mean']:+.2f} [{h['ci_low']:+.2f}, {h['ci_high']:+.2f}]"
+        lines.append(line)
+    return pd.DataFrame(lines).set_index("epochs").fillna("")

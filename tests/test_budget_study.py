@@ -1,0 +1,137 @@
+"""The budget study's analysis (torch_impl.experiments.budget) and the verdict/power statistics it uses."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from scipy import stats as scipy_stats
+
+from torch_impl.experiments import budget
+from torch_impl.experiments.stats import (
+    holm,
+    paired_p_value,
+    power,
+    seeds_for_half_width,
+    summarize,
+    verdict,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "docs" / "results" / "experiments" / "budget"
+
+
+def record(row: str, seed: int, epochs: int, err: float) -> dict:
+    return {"row_key": row, "seed": seed, "epochs": epochs, "final_val_top1_err": err, "wall_time_s": 1.0,
+            "machine": {"cpu": "test CPU"}}  # fmt: skip
+
+
+def write_budget(folder: Path, epochs: int, errors: dict[str, list[float]]) -> None:
+    records = [record(row, s, epochs, e) for row, errs in errors.items() for s, e in enumerate(errs)]
+    path = folder / f"e{epochs}" / "table1" / "results.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"records": records}))
+
+
+def test_a_budget_is_converged_only_when_halving_it_moves_no_row_by_more_than_the_threshold(tmp_path):
+    base = {"resnet": [10.0, 11.0, 12.0, 13.0], "se": [9.0, 10.0, 11.0, 12.0], "aff3d": [8.0, 9.0, 10.0, 11.0]}
+    write_budget(tmp_path, 12, base)
+    write_budget(tmp_path, 24, {k: [e - 2.0 for e in v] for k, v in base.items()})  # every row 2 points lower
+    # 48: plain and SE move 0.4, 3D-AFF 0.6 -> not converged; 96: every row 0.1 -> converged
+    write_budget(tmp_path, 48, {k: [e - 2.0 - (0.6 if k == "aff3d" else 0.4) for e in v] for k, v in base.items()})
+    write_budget(tmp_path, 96, {k: [e - 2.0 - (0.6 if k == "aff3d" else 0.4) - 0.1 for e in v] for k, v in base.items()})
+    analysis = budget.write_report(tmp_path)
+    halving = {e: b["halving"] for e, b in analysis["budgets"].items()}
+    assert halving["12"] is None  # its half was not measured
+    assert halving["24"]["converged"] is False and halving["24"]["change"]["resnet"]["mean"] == pytest.approx(-2.0)
+    assert halving["48"]["converged"] is False  # one row (3D-AFF) moved by 0.6 > 0.5
+    assert halving["96"]["converged"] is True
+    assert analysis["converged_budget"] == 96
+    assert analysis["budgets"]["12"]["contrasts"]["aff3d-resnet"]["mean"] == pytest.approx(-2.0)
+    assert "**96 epochs**" in (tmp_path / "results.md").read_text() and (tmp_path / "budget.png").stat().st_size > 0
+
+
+def test_a_row_missing_at_the_half_budget_leaves_the_budget_unconverged(tmp_path):
+    write_budget(tmp_path, 24, {"resnet": [5.0, 6.0], "se": [5.0, 6.0]})
+    write_budget(tmp_path, 48, {"resnet": [5.0, 6.0], "se": [5.0, 6.0], "aff3d": [4.0, 5.0]})
+    analysis = budget.analyse(budget.load_budgets(tmp_path))
+    assert analysis["budgets"]["48"]["halving"]["converged"] is False and analysis["converged_budget"] is None
+
+
+def test_a_record_in_the_wrong_budget_folder_is_refused(tmp_path):
+    write_budget(tmp_path, 24, {"resnet": [5.0]})
+    path = tmp_path / "e24" / "table1" / "results.json"
+    data = json.loads(path.read_text())
+    data["records"][0]["epochs"] = 48
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="a record of 48 epochs in the folder of 24"):
+        budget.load_budgets(tmp_path)
+
+
+def test_the_command_says_error_when_there_is_no_study(tmp_path, capsys):
+    assert budget.main(["--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: no budget results in")
+
+
+def test_the_committed_study_is_what_its_records_give():
+    """results.json and results.md under docs/ are the analysis of the committed records, rewritten."""
+    committed = json.loads((COMMITTED / "results.json").read_text())
+    budgets = budget.load_budgets(COMMITTED)
+    again = budget.analyse(budgets)
+    again["machine"] = budget.machine_of(budgets)
+    assert json.loads(json.dumps(again)) == committed
+    assert budget.render_markdown(again, again["machine"]) == (COMMITTED / "results.md").read_text()
+    for rows in budgets.values():  # every cell has at least 4 paired seeds of each row
+        assert {k: len(v) >= 4 for k, v in rows.items()} == {"resnet": True, "se": True, "aff3d": True}
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([-1.0, -1.2, -0.8, -1.1], "lower error"),
+        ([1.0, 1.2, 0.8, 1.1], "higher error"),
+        ([0.1, -0.1, 0.05, -0.05, 0.0, 0.02], "equivalent within ±0.5"),
+        ([2.0, -2.0, 1.0, -1.5], "inconclusive"),
+        ([0.4, -0.3, 0.45, -0.2], "inconclusive"),  # spans 0 and reaches past the margin
+    ],
+)
+def test_the_verdict_says_only_what_the_interval_supports(values, expected):
+    assert verdict(summarize(values)) == expected
+
+
+def test_no_interval_no_verdict():
+    assert verdict(None) == "" and verdict(summarize([1.0])) == ""
+
+
+def test_the_interval_and_p_value_are_scipy_s_paired_t_test():
+    diffs = [0.3, -1.2, -0.4, -2.0, 0.1, -0.9, -1.5, -0.2]
+    s = summarize(diffs)
+    test = scipy_stats.ttest_1samp(diffs, 0.0)
+    ci = test.confidence_interval(0.95)
+    assert (s.low, s.high) == pytest.approx((ci.low, ci.high))
+    assert paired_p_value(s) == pytest.approx(test.pvalue)
+
+
+def test_power_matches_a_simulation_and_the_seeds_give_the_half_width():
+    # Noncentral t against a direct count: 20,000 simulated 8-seed experiments with effect 1, sd 1.25.
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 1.25, size=(20_000, 8))
+    t = x.mean(1) / (x.std(1, ddof=1) / math.sqrt(8))
+    simulated = float((abs(t) > scipy_stats.t.ppf(0.975, 7)).mean())
+    assert power(1.0, 1.25, 8) == pytest.approx(simulated, abs=0.015)
+    n = seeds_for_half_width(1.25, 0.5)
+    assert scipy_stats.t.ppf(0.975, n - 1) * 1.25 / math.sqrt(n) <= 0.5
+    assert scipy_stats.t.ppf(0.975, n - 2) * 1.25 / math.sqrt(n - 1) > 0.5  # the fewest
+
+
+def test_holm_steps_down_and_stops_at_the_first_failure():
+    assert holm([0.01, 0.04, 0.03]) == [True, False, False]  # 0.01 <= 0.05/3; 0.03 > 0.05/2 stops
+    assert holm([0.001, 0.02, 0.04]) == [True, True, True]  # 0.001 <= 0.05/3, 0.02 <= 0.05/2, 0.04 <= 0.05
+    assert holm([0.5, 0.2]) == [False, False]
