@@ -225,3 +225,11 @@ def budget_table(study: dict) -> pd.DataFrame:
                 line[f"{name} change from E/2"] = f"{h['mean']:+.2f} [{h['ci_low']:+.2f}, {h['ci_high']:+.2f}]"
         lines.append(line)
     return pd.DataFrame(lines).set_index("epochs").fillna("")
+
+
+def verdict_of(d: dict, margin: float = EQUIVALENCE_MARGIN) -> str:
+    """``verdict`` of a stored interval ``{n, mean, std, ci_low, ci_high}`` (as the results files keep them);
+    ``margin`` in the metric's own units (0: never "equivalent")."""
+    from torch_impl.experiments.stats import Summary
+
+    return verdict(Summary(d["n"], d["mean"], d["std"], (d["ci_high"] - d["ci_low"]) / 2), margin)
