@@ -22,7 +22,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from . import checks
-from .designs import AFF3DDesign
+from .designs import AFF3DDesign, as_design
 from .primitives import batch_norm, conv2d, global_avg_pool, relu, sigmoid
 
 Params = Mapping[str, np.ndarray]
@@ -76,7 +76,7 @@ def eq5_spatial_attention(U: np.ndarray, X_l: np.ndarray, params: Params, design
     Returns M_s: (N, 1, H, W).
     """
     where = "eq5_spatial_attention"
-    design = checks.design(where, design)
+    design = as_design(where, design)
     checks.require(where, "design", design.has_spatial, "one with a spatial branch", "spatial_input='none'")
     checks.nchw(where, "U", U)
     checks.nchw(where, "X_l", X_l)
@@ -147,7 +147,7 @@ def eq7_output(U: np.ndarray, X_3D: np.ndarray, X_l: np.ndarray) -> np.ndarray:
 
 def param_names(design: str | AFF3DDesign) -> list[str]:
     """The parameter entries a design's attention needs: W' and its BN (eq. 5), W_1, W_2 (eq. 6)."""
-    design = checks.design("param_names", design)
+    design = as_design("param_names", design)
     names = ["spatial.conv.weight", *checks.bn_keys("spatial.bn")] if design.has_spatial else []
     names += ["fex.conv1.weight", "fex.conv2.weight"]
     if design.fex_norm:
@@ -164,7 +164,7 @@ def aff3d_gate(
     -> gated residual``. Pass a dict as ``trace`` to receive the intermediate maps by symbol.
     """
     where = "aff3d_gate"
-    design = checks.design(where, design)
+    design = as_design(where, design)
     checks.nchw(where, "U", U)
     checks.nchw(where, "X_l", X_l)
     checks.same_shape(where, "residual U", U, "shortcut X_l", X_l)

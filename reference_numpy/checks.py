@@ -125,17 +125,6 @@ def bn_keys(prefix: str) -> list[str]:
     return [f"{prefix}.{k}" for k in ("weight", "bias", "running_mean", "running_var")]
 
 
-def design(where: str, value):
-    """A design by name or as an ``AFF3DDesign``; the one check that returns its (resolved) value."""
-    from .designs import AFF3DDesign, resolve_design  # here, as designs.py imports this module
-
-    if isinstance(value, AFF3DDesign):
-        return value
-    if isinstance(value, str):
-        return resolve_design(value)
-    raise ValueError(f"{where}: design: expected a design name or an AFF3DDesign, got {type(value).__name__}")
-
-
 @contextmanager
 def naming(label: str) -> Iterator[None]:
     """Adds which parameters were at fault to a ValueError raised inside (e.g. by conv2d)."""

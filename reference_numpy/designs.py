@@ -141,3 +141,12 @@ def resolve_design(design: str | AFF3DDesign = "aff3d", **overrides) -> AFF3DDes
     if unknown:
         raise ValueError(f"unknown 3D-AFF switch(es) {unknown}: expected some of {sorted(known)}")
     return replace(base, **overrides)
+
+
+def as_design(where: str, value) -> AFF3DDesign:
+    """A design by name or as an ``AFF3DDesign``; anything else is a ValueError naming ``where``."""
+    if isinstance(value, AFF3DDesign):
+        return value
+    if isinstance(value, str):
+        return resolve_design(value)
+    raise ValueError(f"{where}: design: expected a design name or an AFF3DDesign, got {type(value).__name__}")

@@ -31,7 +31,7 @@ import numpy as np
 from . import checks
 from .aff3d import Params, conv_bn, sub_params
 from .blocks import basic_block, bottleneck, preact_bottleneck
-from .designs import AFF3DDesign
+from .designs import AFF3DDesign, as_design
 from .primitives import batch_norm, global_avg_pool, linear, max_pool2d, relu
 
 BLOCKS = {"basic": basic_block, "bottleneck": bottleneck, "preact": preact_bottleneck}
@@ -89,7 +89,7 @@ def _design_from_weights(params: Params, design: AFF3DDesign | str | None) -> AF
         )
     if design is None:
         raise ValueError("the parameters hold 3D-AFF attention weights: pass its design (e.g. 'aff3d' or 'aff3d_sum')")
-    design = checks.design("infer_spec", design)
+    design = as_design("infer_spec", design)
     checks.keys("infer_spec", params, ["layer1.0.attn.fex.conv1.weight"])
     w1 = params["layer1.0.attn.fex.conv1.weight"]  # (C/d, C, 1, 1)
     checks.shape("infer_spec", "params['layer1.0.attn.fex.conv1.weight']", w1, (None, None, 1, 1), "(C/d, C, 1, 1)")

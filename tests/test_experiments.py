@@ -183,6 +183,7 @@ def test_gradcam_overlap_scores_by_hand():
     assert s["energy_in_object"] == pytest.approx([1.0, 0.5])
     assert s["pointing_game"] == pytest.approx([1.0, 0.0])
     assert s["iou"] == pytest.approx([1.0, 0.5])
+    assert s["highlight_area"] == pytest.approx([0.25, 0.5])  # the paper's claim: the size of the highlight
 
 
 def test_queue_order_seed_major_with_priority_rows(tmp_path):
@@ -223,8 +224,8 @@ def test_shapes_cache_returns_the_same_pixels_and_is_not_aliased(monkeypatch):
     assert shapes.ShapesClassification("train", size=16, length=2, cache=False)._cache is None
 
 
-def test_readme_shows_the_committed_summary_verbatim():
-    """README's table of trained results is the one the runner writes from the committed results."""
+def test_the_results_page_shows_the_committed_summary_verbatim():
+    """docs/results.md's table of trained results is the one the runner writes from the committed results."""
     from pathlib import Path
 
     from torch_impl.experiments.report import summary_table
@@ -232,7 +233,7 @@ def test_readme_shows_the_committed_summary_verbatim():
     root = Path(__file__).resolve().parents[1]
     table = summary_table(root / "docs" / "results" / "experiments")
     assert table.count("\n") > 10  # every grid row is there
-    assert table in (root / "README.md").read_text()
+    assert table in (root / "docs" / "results.md").read_text()
     assert (root / "docs" / "results" / "experiments" / "summary.md").read_text() == table
 
 

@@ -32,6 +32,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_text
+
 FORMAT = 1
 # Config fields outside the budget's identity: the run's own name (model, seed, recorded per record), where
 # files go, and how fast it runs. ``threads`` and the device change only how float sums round (a record
@@ -67,10 +69,8 @@ def budget_id(budget: dict[str, Any]) -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    """``data`` as indented JSON, written whole or not at all (``torch_impl.atomic``: the project's one writer)."""
+    write_text(path, json.dumps(data, indent=1, default=str) + "\n")
 
 
 def machine_info(device: str = "cpu") -> dict[str, Any]:
