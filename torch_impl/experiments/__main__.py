@@ -4,6 +4,8 @@
     python -m torch_impl.experiments all --seeds 3 --seeds-for resnet=8,se=8,aff3d=8 --jobs 2
     python -m torch_impl.experiments table2 --recipe cifar100_paper --data-dir ~/data --seeds 3
     python -m torch_impl.experiments table1 --recipe imagenet_paper --data-dir /data/imagenet --nproc-per-node 8
+    python -m torch_impl.experiments table2 --recipe cifar100_paper --data-dir /data --seeds 3 \
+        --executor slurm --partition gpu --time 600                     # one SLURM job per run (docs/slurm.md)
     python -m torch_impl.experiments table2 --report-only               # rewrite results.md / curves.png
     python -m torch_impl.experiments --list                             # grids and their rows
 
@@ -29,8 +31,9 @@ from ..cli import describe, report
 from ..folder_lock import FolderBusy, lock_folder
 from ..training.config import make_config
 from ..training.runner import default_workers
+from .executors import OptionError, add_arguments, check_options, make_executor
 from .grids import GRIDS, get_grid
-from .runner import Executor, merge_record, plan, read_finished, record_for
+from .runner import merge_record, plan, read_finished, record_for
 from .store import ResultsMismatch, budget_id, budget_of, load_results, record_index, write_json_atomic
 
 DEFAULT_RECIPE = "experiments_shapes"
@@ -52,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first", default="", help="rows whose first --seeds seeds are trained before all others "
                    "(e.g. resnet,se,aff3d on a slow machine); default: seed-major over all rows")
     p.add_argument("--rows", default="", help="train only these row keys (comma-separated; see --list)")
-    p.add_argument("--jobs", type=int, default=1, help="runs side by side, one thread each (default 1)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs side by side, one thread each (default 1; local and submitit-local)")  # fmt: skip
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"training recipe (default {DEFAULT_RECIPE})")
     p.add_argument("--data-dir", default=None, help="data folder for the cifar100 / imagenet recipes")
     p.add_argument("--backbone", default=None, help="architecture the rows are built on (default: by data set)")
@@ -64,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the command of every run still to do, and exit")
     p.add_argument("--report-only", action="store_true", help="only rewrite results.md and curves.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_arguments(p)
     return p
 
 
@@ -129,11 +134,15 @@ def _hold(held: ExitStack, flag: str, folder: Path) -> None:
         raise UserError(f"{flag} {describe(err)}") from None
 
 
-def run_settings(cfg, nproc_per_node: int | None = None) -> dict:
+def run_settings(cfg, nproc_per_node: int | None = None, cores: int | None = None) -> dict:
     """The runs' configuration; ``workers`` None (as many as this machine's cores allow) is resolved
-    here, so that the budget names the number every run of it uses (it changes what a run learns)."""
+    here, so that the budget names the number every run of it uses (it changes what a run learns).
+    ``cores``: each job's CPUs (``--cpus-per-run``), when runs train elsewhere than on this machine."""
     settings = cfg.to_dict()
-    if settings["workers"] is None:
+    if settings["workers"] is None and cores is not None:  # default_workers' rule, on the job's cores
+        per_process = cores // (nproc_per_node or 1)
+        settings["workers"] = 0 if cores <= 2 else min(8, max(1, per_process - 1))
+    elif settings["workers"] is None:
         settings["workers"] = default_workers(nproc_per_node or 1)
     return settings
 
@@ -164,6 +173,10 @@ def _main(args, held: ExitStack) -> int:
     grids = _grids(args.grids)
     if args.seeds < 1 or args.jobs < 1:
         raise UserError(f"--seeds and --jobs must be >= 1, got {args.seeds} and {args.jobs}")
+    try:
+        check_options(args)
+    except OptionError as err:
+        raise UserError(str(err)) from None
     known = {r.key for g in grids for r in g.rows}
     wanted = _keys(args.rows)
     unknown = sorted(set(wanted) - known)
@@ -188,7 +201,7 @@ def _main(args, held: ExitStack) -> int:
         raise UserError(str(err)) from None
     _check_data(cfg)
     backbone = args.backbone or DEFAULT_BACKBONE[cfg.dataset]
-    settings = run_settings(cfg, args.nproc_per_node)
+    settings = run_settings(cfg, args.nproc_per_node, args.cpus_per_run)
     config = {k: v for k, v in settings.items() if k not in ("model", "model_kwargs", "seed")}
     budget = {**budget_of(settings), "backbone": backbone}
     bid = budget_id(budget)
@@ -249,11 +262,11 @@ def _main(args, held: ExitStack) -> int:
             merge_record(results[g.name], record_for(run, g, r, measured, bid), [x.key for x in g.rows])
             write_grid(g)
 
-    executor = Executor(executor_config, args.jobs, on_done, args.nproc_per_node)
+    executor = make_executor(args, executor_config, on_done, runs_dir)
     if args.dry_run:
         executor.dry_run(queue)
         return 0
-    print(f"{len(queue)} run(s) to train, {args.jobs} at a time; runs in {runs_dir}, results in {out}", flush=True)
+    print(f"{len(queue)} run(s) to train, {executor.describe()}; runs in {runs_dir}, results in {out}", flush=True)
     progress = None
     if not args.no_progress and queue:
         from tqdm import tqdm

@@ -1,4 +1,5 @@
 """Plan and run a set of grids: the queue of runs, N child processes side by side, resumption.
+(``executors`` runs the same queue as submitit jobs, on a SLURM cluster.)
 
 Each (variant, seed) is one run, trained once even when several grids share it. The queue is
 seed-major: every run of seed 0, then of seed 1, ..., so that an interrupted grid still has complete
@@ -104,6 +105,7 @@ def read_finished(run: PlannedRun) -> dict[str, Any] | None:
 
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+CHECKOUT = str(Path(__file__).resolve().parents[2])  # children import this code, not another installed copy
 
 
 def parent_death_signal():
@@ -112,8 +114,8 @@ def parent_death_signal():
 
     The setting survives exec, so it also covers torchrun, which passes SIGTERM on to its workers. It
     fires when the *thread* that started the child ends: ``Executor.run`` starts them from the thread that
-    waits for them. libc is looked up here, before fork: the function run between fork and exec does
-    nothing but the call and the check."""
+    waits for them (``executors.ChildJob`` from the job's main thread). libc is looked up here, before
+    fork: the function run between fork and exec does nothing but the call and the check."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -130,17 +132,36 @@ def parent_death_signal():
     return preexec
 
 
+def child_env(base: dict[str, str], nproc_per_node: int | None) -> dict[str, str]:
+    """The environment of a child, built from ``base``: the runner's for a local child, the job's own
+    inside a scheduler's job (its GPUs and SLURM variables are not the runner's)."""
+    env = dict(base)
+    if not nproc_per_node:
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # one thread per run, N runs side by side
+    env["PYTHONPATH"] = CHECKOUT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
 class Executor:
-    """Runs the queue with ``jobs`` child processes; ``on_done(run, measured)`` after each finished run.
+    """Runs the queue, ``jobs`` runs at a time (None: all at once); ``on_done(run, measured)`` after each
+    finished run.
+
+    The queue logic (the spec each run is given, the window of runs at once, telling finished from failed
+    and busy runs) is here; how a run is started and watched is three methods, ``start``, ``poll`` and
+    ``stop``: here local child processes, in ``executors.SubmititExecutor`` submitit jobs that run the
+    same child on the same spec.
 
     ``failed``: (run, exit status) of runs that ended without a record; ``busy``: runs not trained
     because another live process held their folder (status ``child.BUSY``), with the child's message."""
 
-    def __init__(self, config: dict[str, Any], jobs: int, on_done, nproc_per_node: int | None = None):
+    poll_s = 0.2
+
+    def __init__(self, config: dict[str, Any], jobs: int | None, on_done, nproc_per_node: int | None = None):
         self.config, self.jobs, self.on_done = config, jobs, on_done
         self.nproc_per_node = nproc_per_node
         self.failed: list[tuple[PlannedRun, int]] = []
         self.busy: list[tuple[PlannedRun, str]] = []
+        self._preexec = parent_death_signal()
 
     def command(self, run: PlannedRun) -> list[str]:
         spec_path = run.run_dir.parent / f"{run.key}.spec.json"
@@ -155,12 +176,7 @@ class Executor:
         write_json_atomic(run.run_dir.parent / f"{run.key}.spec.json", spec)
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        if not self.nproc_per_node:
-            env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # one thread per run, N runs side by side
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        return env
+        return child_env(os.environ, self.nproc_per_node)
 
     def dry_run(self, queue: list[PlannedRun]) -> None:
         for run in queue:
@@ -168,44 +184,77 @@ class Executor:
             print(shlex.join(self.command(run)))
 
     def log_path(self, run: PlannedRun) -> Path:
+        """The run's own log, appended to by every attempt (the child's output, whatever started it)."""
         return run.run_dir.parent / f"{run.key}.log"
+
+    def describe(self) -> str:
+        return f"{self.jobs} at a time"
+
+    # ------------------------------------------------------------------ how a run is started and watched
+
+    def start(self, runs: list[PlannedRun]) -> list[Any]:
+        """Start ``runs`` (their specs written); one handle each, for ``poll`` and ``stop``."""
+        handles = []
+        for run in runs:
+            log = open(self.log_path(run), "a")
+            proc = subprocess.Popen(self.command(run), stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+                                    preexec_fn=self._preexec)  # fmt: skip
+            handles.append((proc, log))
+        return handles
+
+    def poll(self, handle) -> int | None:
+        """The run's exit status once it has ended, else None."""
+        proc, log = handle
+        rc = proc.poll()
+        if rc is not None:
+            log.close()
+        return rc
+
+    def stop(self, handles: list) -> None:
+        """End the runs still going (the runner is stopping): no child is left behind."""
+        for proc, _ in handles:
+            proc.terminate()
+        for proc, log in handles:
+            proc.wait()
+            log.close()
+
+    def failure(self, run: PlannedRun, rc: int, handle) -> tuple[str, Path]:
+        """Why a run failed, in a few words, and the log that says more."""
+        return f"exit {rc}", self.log_path(run)
+
+    # ------------------------------------------------------------------ the queue, the same for every executor
 
     def run(self, queue: list[PlannedRun], progress=None) -> None:
         pending = list(queue)
-        active: dict[int, tuple[PlannedRun, subprocess.Popen, Any]] = {}
+        active: list[tuple[PlannedRun, Any]] = []
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-        preexec = parent_death_signal()
         try:
             while pending or active:
-                while pending and len(active) < self.jobs:
-                    run = pending.pop(0)
-                    self.write_spec(run)
-                    run.run_dir.parent.mkdir(parents=True, exist_ok=True)
-                    log = open(self.log_path(run), "a")
-                    proc = subprocess.Popen(self.command(run), stdout=log, stderr=subprocess.STDOUT, env=self.env(),
-                                            preexec_fn=preexec)  # fmt: skip
-                    active[proc.pid] = (run, proc, log)
-                time.sleep(0.2)
-                for pid, (run, proc, log) in list(active.items()):
-                    rc = proc.poll()
+                room = len(pending) if self.jobs is None else self.jobs - len(active)
+                if pending and room > 0:
+                    starting, pending = pending[:room], pending[room:]
+                    for run in starting:
+                        self.write_spec(run)
+                        run.run_dir.parent.mkdir(parents=True, exist_ok=True)
+                    active += zip(starting, self.start(starting))
+                time.sleep(self.poll_s)
+                still = []
+                for run, handle in active:
+                    rc = self.poll(handle)
                     if rc is None:
+                        still.append((run, handle))
                         continue
-                    log.close()
-                    del active[pid]
-                    self._finished(run, rc)
+                    self._finished(run, rc, handle)
                     if progress is not None:
                         progress.update(1)
-        except BaseException:  # Ctrl-C, SIGTERM, or an error of the runner itself: no child is left behind
-            for _, proc, _ in active.values():
-                proc.terminate()
-            for _, proc, log in active.values():
-                proc.wait()
-                log.close()
+                active = still
+        except BaseException:  # Ctrl-C, SIGTERM, or an error of the runner itself: nothing is left running
+            self.stop([handle for _, handle in active])
             raise
         finally:
             signal.signal(signal.SIGTERM, previous)
 
-    def _finished(self, run: PlannedRun, rc: int) -> None:
+    def _finished(self, run: PlannedRun, rc: int, handle) -> None:
         measured = read_finished(run)
         if rc == BUSY:
             reason = _last_error(self.log_path(run)) or f"{run.run_dir} is in use by another process"
@@ -213,7 +262,8 @@ class Executor:
             print(f"run {run.key} not trained: {reason}", file=sys.stderr, flush=True)
         elif rc != 0 or measured is None:
             self.failed.append((run, rc))
-            print(f"run {run.key} failed (exit {rc}); its log: {self.log_path(run)}", file=sys.stderr, flush=True)
+            reason, log = self.failure(run, rc, handle)
+            print(f"run {run.key} failed ({reason}); its log: {log}", file=sys.stderr, flush=True)
         else:
             self.on_done(run, measured)
 
