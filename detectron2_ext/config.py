@@ -7,7 +7,7 @@ imports detectron2: new nodes are made with ``type(cfg)``, so any yacs ``CfgNode
 ``MODEL.AFF3D`` derives from the attention registry (``torch_impl.attention.ATTENTIONS``):
 
     ATTENTION     the attention in every residual block: "none" (detectron2's plain ResNet, so the
-                  R50, SE-R50 and 3D-AFF-R50 configs differ in this one key) or a registered name
+                  configs of the five backbones differ in this one key) or a registered name
                   (se, cbam, eca, aff3d)
     <OPTION>      one key per option that some attention exposes to detectron2 (its entry's
                   ``detectron2`` field), read only by the attentions that expose it:

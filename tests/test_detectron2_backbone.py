@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -105,6 +106,65 @@ def test_se_is_torch_impls_se():
     for block in blocks(resnet):
         assert type(block.attn) is SE
         assert block.attn.fc1.out_channels == block.out_channels // 16
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "detectron2_ext" / "configs"
+# the paper's five backbones (Tables 8 and 9): config name -> torch_impl's ImageNet network
+PAPER_BACKBONES = {
+    "R_50": "resnet50",
+    "SE_R_50": "se_resnet50",
+    "CBAM_R_50": "cbam_resnet50",
+    "ECA_R_50": "eca_resnet50",
+    "AFF3D_R_50": "aff3d_resnet50",
+}
+_CONV_SETTINGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups")
+
+
+def _attention_layout(attn: nn.Module | None) -> dict:
+    """What makes two attention layers the same layer: class, sub-module names, every convolution's
+    settings and bias, every tensor's shape (norm classes aside: detectron2 swaps the BN layers for its own)."""
+    if attn is None:
+        return {}
+    convs = {
+        n: ({k: getattr(m, k) for k in _CONV_SETTINGS}, m.bias is not None)
+        for n, m in attn.named_modules()
+        if isinstance(m, (nn.Conv1d, nn.Conv2d))
+    }
+    shapes = {k: tuple(v.shape) for k, v in attn.state_dict().items() if not k.endswith("num_batches_tracked")}
+    design = getattr(attn, "design", None)  # 3D-AFF: its switches (d, k, merge, ...) as a dataclass
+    return {"class": type(attn), "convs": convs, "shapes": shapes, "design": design}
+
+
+@pytest.mark.parametrize("task", ["COCO-Detection/faster_rcnn", "COCO-InstanceSegmentation/mask_rcnn"])
+@pytest.mark.parametrize("config_name, network", list(PAPER_BACKBONES.items()))
+def test_paper_configs_build_torch_impls_attention_in_every_block(task, config_name, network):
+    """The detection backbone of each config carries, block for block, the attention of torch_impl's
+    ImageNet network that its weights come from: same class, reduction, kernel sizes, tensor shapes."""
+    from torch_impl import create_model
+
+    cfg = make_cfg()
+    cfg.merge_from_file(str(CONFIGS / f"{task}_{config_name}_FPN_1x.yaml"))
+    ours = build(cfg).bottom_up
+    net = create_model(network)
+    theirs = [net.layer1, net.layer2, net.layer3, net.layer4]
+    for stage, layer in zip(ours.stages, theirs):
+        assert len(stage) == len(layer)
+        for block, reference in zip(stage, layer):
+            assert _attention_layout(block.attn) == _attention_layout(getattr(reference, "attn", None))
+    attns = [b.attn for b in blocks(ours)]
+    if network == "resnet50":
+        assert attns == [None] * 16
+    else:  # the ImageNet reduction (16) where the attention has one; ECA's kernel follows C (3 / 5 / 7)
+        expected = {"se_resnet50": "fc1", "cbam_resnet50": "fc1", "aff3d_resnet50": "fex.conv1"}.get(network)
+        for a in attns:
+            if expected:
+                assert a.get_submodule(expected).out_channels == a.channels // 16
+        if network == "eca_resnet50":
+            assert [a.conv.kernel_size[0] for a in attns[::5]] == [5, 5, 5, 7]  # C = 256, 512, 1024, 2048
+        if network == "cbam_resnet50":
+            assert all(a.spatial_conv.kernel_size == (7, 7) for a in attns)
+        if network == "aff3d_resnet50":
+            assert all(a.spatial.conv.kernel_size == (3, 3) for a in attns)
 
 
 @pytest.mark.parametrize(

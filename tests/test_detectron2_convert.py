@@ -145,7 +145,13 @@ def write_imagenet_checkpoint(name: str, net: torch.nn.Module, folder) -> Path:
 @pytest.mark.detectron2
 @pytest.mark.parametrize(
     "name, config_name",
-    [("resnet50", "R_50"), ("se_resnet50", "SE_R_50"), ("aff3d_resnet50", "AFF3D_R_50")],
+    [
+        ("resnet50", "R_50"),
+        ("se_resnet50", "SE_R_50"),
+        ("cbam_resnet50", "CBAM_R_50"),
+        ("eca_resnet50", "ECA_R_50"),
+        ("aff3d_resnet50", "AFF3D_R_50"),
+    ],
 )
 def test_converted_backbone_equals_the_classification_network(d2, tmp_path, trained_like, name, config_name):
     """res2..res5 of the Mask R-CNN built from the COCO config == layer1..layer4 of the ImageNet network.
@@ -192,6 +198,14 @@ def test_converted_backbone_equals_the_classification_network(d2, tmp_path, trai
     assert not missing_backbone and not loaded.unexpected_keys and not loaded.incorrect_shapes, (
         missing_backbone[:5], loaded.unexpected_keys[:5], loaded.incorrect_shapes[:5]
     )
+    # every attention tensor of the ImageNet network lands in the backbone's attention, value for value
+    converted = torch.load(weights, map_location="cpu", weights_only=True)["model"]
+    ours = {k: v for k, v in model.backbone.bottom_up.state_dict().items() if ".attn." in k}
+    theirs = {k: v for k, v in converted.items() if ".attn." in k}
+    assert set(ours) == set(theirs)
+    assert bool(theirs) is (name != "resnet50")
+    for key, value in theirs.items():
+        torch.testing.assert_close(ours[key], value, rtol=0, atol=0, msg=key)
     model.double()
     # the config's statistics in float64 (the float32 buffers carry rounding of order 1e-7)
     model.pixel_mean.copy_(torch.tensor(cfg.MODEL.PIXEL_MEAN, dtype=torch.float64).view(-1, 1, 1))

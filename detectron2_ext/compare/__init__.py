@@ -1,9 +1,9 @@
-"""The detection comparison of the paper's section 4.5 in miniature: one detector, three backbones.
+"""The detection comparison of the paper's section 4.5 in miniature: one detector, five backbones.
 
-    python -m detectron2_ext.compare --seeds 2 --jobs 2          # Mask R-CNN with R50 / SE-R50 / 3D-AFF-R50
+    python -m detectron2_ext.compare --seeds 2 --jobs 2          # Mask R-CNN with R50 / SE / CBAM / ECA / 3D-AFF
     python -m detectron2_ext.compare --report-only               # rewrite results.md from results.json
 
-Every run trains ``configs/shapes/<detector>_<backbone>_FPN_shapes.yaml`` (the three configs of a
+Every run trains ``configs/shapes/<detector>_<backbone>_FPN_shapes.yaml`` (the five configs of a
 detector differ in ``MODEL.AFF3D.ATTENTION`` only) with one seed, in its own process
 (``compare.child``, which needs detectron2), and leaves one record. ``compare.report`` turns the
 records into the tables of Tables 8 and 9 and needs no detectron2, so notebook 8 and the README read

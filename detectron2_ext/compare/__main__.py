@@ -1,6 +1,6 @@
 """Train and compare detection backbones on the built-in shapes scenes.
 
-    python -m detectron2_ext.compare --seeds 2 --jobs 2                      # Mask R-CNN x {R50, SE-R50, 3D-AFF-R50}
+    python -m detectron2_ext.compare --seeds 2 --jobs 2                      # Mask R-CNN x {R50, SE, CBAM, ECA, 3D-AFF}
     python -m detectron2_ext.compare --detectors mask_rcnn,faster_rcnn --seeds 2
     python -m detectron2_ext.compare --backbones R_50,AFF3D_R_50 --seeds 1 SOLVER.MAX_ITER 500
     python -m detectron2_ext.compare --report-only                           # rewrite results.md

@@ -14,11 +14,14 @@ import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "shapes"
 
-# config name -> (paper's row label in Tables 8/9, MODEL.AFF3D.ATTENTION): the attention names are
-# the keys of torch_impl.attention's table ("none" is detectron2's own ResNet).
+# config name -> (paper's row label in Tables 8/9, MODEL.AFF3D.ATTENTION), the five backbones in the
+# tables' order: the attention names are the keys of torch_impl.attention's table ("none" is
+# detectron2's own ResNet), the labels are printed as the paper prints them (CBAM-50, ECANet-50).
 BACKBONES: dict[str, tuple[str, str]] = {
     "R_50": ("ResNet-50", "none"),
     "SE_R_50": ("SE-ResNet-50", "se"),
+    "CBAM_R_50": ("CBAM-50", "cbam"),
+    "ECA_R_50": ("ECANet-50", "eca"),
     "AFF3D_R_50": ("3D-AFF-ResNet-50", "aff3d"),
 }
 DETECTORS: dict[str, str] = {"mask_rcnn": "Mask R-CNN", "faster_rcnn": "Faster R-CNN"}
