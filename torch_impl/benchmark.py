@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from . import benchmark_sections
+from .benchmark_timing import interleaved_runs, ratios
 from .benchmark_report import BASELINE, MODELS, TARGETS, code_id, load_sections, write_chart, write_markdown
 
 EXTRA_SECTIONS = benchmark_sections.SECTIONS
@@ -113,20 +114,8 @@ def _cpu_name() -> str:
 
 
 def _ratios(values: dict[str, float], higher_is_better: bool) -> dict[str, float]:
-    """Cost ratio to the baseline: time or memory over the baseline's (throughput: baseline over model)."""
-    base = values[BASELINE]
-    return {k: (base / v if higher_is_better else v / base) for k, v in values.items()}
-
-
-def _interleaved(models: dict, reps: int, run_once) -> dict[str, list[float]]:
-    """``run_once(name, model) -> seconds``, repeated ``reps`` times per model in rotating order."""
-    names = list(models)
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(reps):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for n in order:
-            samples[n].append(run_once(n, models[n]))
-    return samples
+    """Cost ratio to ResNet-50 (``benchmark_timing.ratios`` against BASELINE)."""
+    return ratios(values, BASELINE, higher_is_better)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -162,8 +151,8 @@ def bench_cpu(models: dict, reps: int, threads: int, image_size: int, batch: int
 
             return run
 
-        lat = _interleaved(models, reps, once(x1, True))
-        thr = _interleaved(models, max(1, reps // 2), once(xb, False))
+        lat = interleaved_runs(models, reps, once(x1, True))
+        thr = interleaved_runs(models, max(1, reps // 2), once(xb, False))
         if profile_path is not None:
             _profile_cpu(models, x1, profile_path)
     lat_ms = {n: statistics.median(v) * 1e3 for n, v in lat.items()}

@@ -17,8 +17,8 @@ from unittest import mock
 import torch
 from torch import nn
 
-from .benchmark import _interleaved, _ratios
-from .benchmark_report import TARGETS
+from .benchmark_report import BASELINE, TARGETS
+from .benchmark_timing import interleaved_runs, ratios
 
 
 def _train_step(model, opt, x, y):
@@ -87,7 +87,7 @@ def bench_cuda(models: dict, reps: int, batch: int, image_size: int, steps: int,
             torch.cuda.synchronize()
         return (time.perf_counter() - t0) / steps
 
-    samples = _interleaved(models, reps, run)
+    samples = interleaved_runs(models, reps, run)
     ips = {n: batch / statistics.median(v) for n, v in samples.items()}
     if profile_path is not None and not compiled:
         _profile(models, opts, x, y, profile_path)
@@ -101,10 +101,10 @@ def bench_cuda(models: dict, reps: int, batch: int, image_size: int, steps: int,
         "reps": reps,
         "steps_per_rep": steps,
         "train_img_s": ips,
-        "train_time_ratio": _ratios(ips, True),
+        "train_time_ratio": ratios(ips, BASELINE, True),
         "train_step_samples_ms": {n: [s * 1e3 for s in v] for n, v in samples.items()},
         "peak_memory_gib": peak,
-        "peak_memory_ratio": _ratios(peak, False),
+        "peak_memory_ratio": ratios(peak, BASELINE, False),
         "targets": {"train_time_ratio": TARGETS["cuda_train_time"], "peak_memory_ratio": TARGETS["cuda_peak_memory"]},
     }
 

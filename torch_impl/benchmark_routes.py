@@ -25,6 +25,8 @@ import time
 import torch
 from torch import nn
 
+from .benchmark_timing import interleaved_calls, load_average
+
 # (C, H, K): the notebooks' networks at 24 and 16 px, then other sizes around the rule's limit
 SHAPES = ((64, 24, 16), (128, 12, 32), (256, 6, 64), (64, 16, 16), (128, 8, 32), (256, 4, 64),
           (64, 12, 16), (128, 24, 32), (256, 12, 64), (256, 12, 16), (256, 3, 64))
@@ -66,7 +68,6 @@ def dispatch(C: int, H: int, K: int, layout: str) -> str:
 def bench_routes(reps: int, batch: int = 32, threads: int = 1, warmup: int = 2) -> dict:
     """Milliseconds per forward + backward of each route at each shape and layout (see the docstring)."""
     from .attention.aff3d_fast import SMALL_MAP
-    from .benchmark_sections import _interleaved, _load
     from .kernels import gate_cpu
 
     torch.set_num_threads(threads)
@@ -86,14 +87,14 @@ def bench_routes(reps: int, batch: int = 32, threads: int = 1, warmup: int = 2) 
         for _ in range(warmup):
             call()
     warm_s = time.perf_counter() - t0
-    load_before = _load()
-    samples = _interleaved(calls, reps)
+    load_before = load_average()
+    samples = interleaved_calls(calls, reps)
     for (i, form), s in samples.items():
         rows[i].setdefault("ms", {})[form] = statistics.median(s) * 1e3
     return {"section": "routes", "batch": batch, "threads": threads, "reps": reps, "mode": "train",
             "small_map": dict(SMALL_MAP), "shapes": rows, "tolerance": TOLERANCE,
             "warmup_s_incl_compile": round(warm_s, 1), "load_average_before": load_before,
-            "load_average_after": _load()}
+            "load_average_after": load_average()}
 
 
 def chosen_and_best(row: dict) -> tuple[str, str]:

@@ -21,31 +21,16 @@ every mode (inference too), to measure it where the dispatch keeps the product f
 from __future__ import annotations
 
 import functools
-import os
 import statistics
 import time
 
 import torch
 from torch import nn
 
+from .benchmark_timing import interleaved_calls, load_average
+
 SECTIONS = ("small", "table", "routes", "detection")
 SMALL = ("resnet20_cifar", "se_resnet20_cifar", "aff3d_resnet20_cifar")
-
-
-def _load() -> float | None:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
-def _interleaved(fns: dict, reps: int) -> dict[str, list[float]]:
-    """Seconds of each ``fns[name]()`` call, ``reps`` rounds in rotating order."""
-    names = list(fns)
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(reps):
-        for n in names[r % len(names):] + names[: r % len(names)]:
-            t0 = time.perf_counter()
-            fns[n]()
-            out[n].append(time.perf_counter() - t0)
-    return out
 
 
 def _medians_ms(samples: dict, baseline_of) -> tuple[dict, dict]:
@@ -140,8 +125,8 @@ def bench_small_train(reps: int, batch: int = 32, image_size: int = 24, threads:
         for _ in range(warmup):
             step(n)
     warm_s = time.perf_counter() - t0
-    load_before = _load()
-    samples = _interleaved({n: functools.partial(step, n) for n in models}, reps)
+    load_before = load_average()
+    samples = interleaved_calls({n: functools.partial(step, n) for n in models}, reps)
     ms, ratio = _medians_ms(samples, lambda n: f"resnet20_cifar_{n[-4:]}")
     profile = {n: _op_profile(functools.partial(step, n)) for n in
                ("resnet20_cifar_nhwc", "aff3d_resnet20_cifar_fast_nhwc", "aff3d_resnet20_cifar_fast_nchw")}
@@ -149,7 +134,7 @@ def bench_small_train(reps: int, batch: int = 32, image_size: int = 24, threads:
             "classes": 8, "optimizer": "SGD momentum 0.9", "step_ms": ms, "step_ratio": ratio,
             "step_samples_ms": {n: [s * 1e3 for s in v] for n, v in samples.items()},
             "warmup_s_incl_compile": round(warm_s, 1), "load_average_before": load_before,
-            "load_average_after": _load(), "op_profile_ms": profile, "target": 1.30}
+            "load_average_after": load_average(), "op_profile_ms": profile, "target": 1.30}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -233,9 +218,9 @@ def bench_table(reps: int, threads: int = 2, image_size: int = 224, batch: int =
         diff = float((aff_table(x1) - aff_fast(x1)).abs().max())
         aff_table(xb)
         warm_s = time.perf_counter() - t0
-        load_before = _load()
-        lat = _interleaved({n: functools.partial(m, x1) for n, m in models.items()}, reps)
-        thr = _interleaved({n: functools.partial(m, xb) for n, m in models.items()}, max(1, reps // 3))
+        load_before = load_average()
+        lat = interleaved_calls({n: functools.partial(m, x1) for n, m in models.items()}, reps)
+        thr = interleaved_calls({n: functools.partial(m, xb) for n, m in models.items()}, max(1, reps // 3))
         profile = {n: _op_profile(functools.partial(models[n], x1)) for n in models}
     lat_ms, lat_ratio = _medians_ms(lat, lambda n: "resnet50")
     thr_ms, thr_ratio = _medians_ms(thr, lambda n: "resnet50")
@@ -248,7 +233,7 @@ def bench_table(reps: int, threads: int = 2, image_size: int = 224, batch: int =
             "latency_b1_ms": lat_ms, "latency_b1_ratio": lat_ratio,
             f"time_b{batch}_ms": thr_ms, f"time_b{batch}_ratio": thr_ratio,
             "warmup_s_incl_compile": round(warm_s, 1), "load_average_before": load_before,
-            "load_average_after": _load(), "op_profile_b1_ms": profile,
+            "load_average_after": load_average(), "op_profile_b1_ms": profile,
             "targets": {"latency_b1_ratio": 1.10, f"time_b{batch}_ratio": 1.10}}
 
 
@@ -296,14 +281,14 @@ def bench_detection(reps: int, threads: int = 2, image_size: int = 256, batch: i
 
     for n in models:
         step(n)
-    load_before = _load()
-    samples = _interleaved({n: functools.partial(step, n) for n in models}, reps)
+    load_before = load_average()
+    samples = interleaved_calls({n: functools.partial(step, n) for n in models}, reps)
     ms, ratio = _medians_ms(samples, lambda n: "r50_fpn")
     return {"section": "detection", "threads": threads, "image_size": image_size, "batch": batch, "reps": reps,
             "norm": cfg.MODEL.RESNETS.NORM, "step_ms": ms, "step_ratio": ratio, "target": 1.15,
             "step_ratio_per_round_quartiles": _paired_ratio_quartiles(samples, lambda n: "r50_fpn"),
             "step_samples_ms": {n: [round(t * 1e3, 2) for t in v] for n, v in samples.items()},
-            "load_average_before": load_before, "load_average_after": _load()}
+            "load_average_before": load_before, "load_average_after": load_average()}
 
 
 # ------------------------------------------------------------------------------------------------
