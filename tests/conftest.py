@@ -114,3 +114,17 @@ def triton_interpreter():
         return float(res.stdout.split("WORST")[-1])
 
     return run
+
+
+@pytest.fixture
+def one_error_line(capsys):
+    """Reads what a command printed on stderr: exactly one ``error: ...`` line and no traceback; returns it."""
+
+    def read() -> str:
+        err = capsys.readouterr().err
+        assert "Traceback" not in err, err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
+        return lines[0]
+
+    return read

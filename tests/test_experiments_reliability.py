@@ -73,14 +73,6 @@ def _holding(folder: Path):
         holder.wait(timeout=60)
 
 
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
-
-
 # ----------------------------------------------------------------------------- a runner killed mid-run
 
 
@@ -156,10 +148,10 @@ def test_the_child_is_told_when_its_runner_dies():
 
 
 @pytest.mark.parametrize("held, extra", [("out", ()), ("runs", ()), ("out", ("--report-only",))])
-def test_a_second_runner_on_a_held_folder_stops_at_once(tmp_path, capsys, held, extra):
+def test_a_second_runner_on_a_held_folder_stops_at_once(tmp_path, capsys, held, extra, one_error_line):
     with _holding(tmp_path / held) as pid:
         assert main(_args(tmp_path, *extra)) == 2
-        line = _error_line(capsys)
+        line = one_error_line()
         assert line.startswith(f"error: --{held}: {tmp_path / held} is in use by another process (process {pid}")
         assert not list((tmp_path / "runs").glob("*/*"))  # nothing trained, no spec written
         assert main(_args(tmp_path, "--dry-run")) == 0  # a dry run locks nothing (and writes no results)
@@ -181,7 +173,7 @@ def _unwritable(tmp_path) -> list[Path]:
 
 
 @pytest.mark.parametrize("flag", ["--out", "--runs"])
-def test_folders_that_cannot_be_written_are_an_error_line(tmp_path, capsys, flag):
+def test_folders_that_cannot_be_written_are_an_error_line(tmp_path, capsys, flag, one_error_line):
     (tmp_path / "file").write_text("a file where a folder should be")
     cases = [(tmp_path / "file", "is a file, not a folder"), (tmp_path / "file" / "sub", "(ENOTDIR)")]
     cases += [(path, "(E") for path in _unwritable(tmp_path)]  # the errno's name: ENOENT, EACCES
@@ -189,7 +181,7 @@ def test_folders_that_cannot_be_written_are_an_error_line(tmp_path, capsys, flag
         argv = _args(tmp_path / "ok")
         argv[argv.index(flag) + 1] = str(path)
         assert main(argv) == 2, path
-        line = _error_line(capsys)
+        line = one_error_line()
         assert line.startswith(f"error: {flag} ") and str(path.parent if "ENOTDIR" in reason else path) in line
         assert reason in line, line
     assert not list((tmp_path / "ok").glob("runs/*/*"))  # nothing trained

@@ -38,14 +38,6 @@ def _untimed(record: dict) -> dict:
     return out
 
 
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
-
-
 def test_a_submitit_job_writes_the_record_a_local_run_writes_and_is_skipped_once_finished(tmp_path, capsys):
     assert main(_args(tmp_path / "local")) == 0
     assert main(_args(tmp_path / "jobs", "--executor", "submitit-local")) == 0
@@ -137,17 +129,17 @@ def test_slurm_submits_one_job_array_with_the_asked_resources_and_reports_failed
         ),
     ],
 )
-def test_bad_executor_options_are_one_error_line(tmp_path, capsys, monkeypatch, extra, message):
+def test_bad_executor_options_are_one_error_line(tmp_path, capsys, monkeypatch, extra, message, one_error_line):
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # no sbatch, whatever this machine has
     assert main(_args(tmp_path, *extra)) == 2
-    assert _error_line(capsys).startswith(message)
+    assert one_error_line().startswith(message)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()  # checked before anything
 
 
-def test_slurm_needs_a_time_limit(tmp_path, capsys, monkeypatch):
+def test_slurm_needs_a_time_limit(tmp_path, capsys, monkeypatch, one_error_line):
     monkeypatch.setenv("PATH", f"{_fake_slurm(tmp_path, 'FAILED')}{os.pathsep}{os.environ['PATH']}")
     assert main(_args(tmp_path, "--executor", "slurm")) == 2
-    assert _error_line(capsys) == "error: --executor slurm needs --time MINUTES, each job's time limit"
+    assert one_error_line() == "error: --executor slurm needs --time MINUTES, each job's time limit"
     assert not (tmp_path / "sbatch_script.sh").exists()
 
 
