@@ -111,9 +111,92 @@ def test_report_pairs_each_backbone_with_resnet50_over_the_same_seeds():
     assert aff["difference"].half_width == pytest.approx(12.7062, abs=1e-3)
     text = render_markdown(data)
     assert "| Mask R-CNN | 3D-AFF-ResNet-50 | 3 | 30.0 ± 0.0 [30.0, 30.0] | 66.0 ± 20.8 [53.0, 90.0] |" in text
-    assert "+2.0 [-10.7, +14.7] | 40.3, 61.4, 43.9, 24.0, 43.7, 52.4 |" in text  # Table 8's COCO row beside
+    # 2 seeds: the interval is marked as resting on 1 degree of freedom; no SE run, so no pairing with SE
+    assert "+2.0 [-10.7, +14.7]† | – | 40.3, 61.4, 43.9, 24.0, 43.7, 52.4 |" in text  # Table 8's COCO row beside
     assert "## Mask AP (Table 9's columns)" in text and "36.3, 58.1, 38.5" in text
     assert "| Mask R-CNN | ResNet-50 | 2 |" in text and "baseline" in text
+
+
+def test_report_pairs_3d_aff_with_se_too():
+    data = {"budget_id": "x", "records": [
+        _record(b, seed, ap) for b, aps in (("R_50", (50, 52, 51)), ("SE_R_50", (55, 56, 58)), ("AFF3D_R_50", (57, 57, 60)))
+        for seed, ap in enumerate(aps)
+    ]}  # fmt: skip
+    rows = {s["backbone"]: s for s in statistics(data, "box", "AP50")}
+    aff = rows["AFF3D_R_50"]
+    assert aff["difference_se"].n == 3 and aff["difference_se"].mean == pytest.approx(5 / 3)  # 2, 1, 2
+    assert rows["SE_R_50"]["difference_se"] is None and rows["R_50"]["difference_se"].mean == pytest.approx(-16 / 3)
+    text = render_markdown(data)
+    se_cell = f"+1.7 [{aff['difference_se'].low:+.1f}, {aff['difference_se'].high:+.1f}] |"
+    assert se_cell in text and "†" not in se_cell  # 3 seeds: 2 degrees of freedom, no mark
+    assert "| Mask R-CNN | SE-ResNet-50 | 3 |" in text and "| baseline | 39.5," in text
+
+
+def test_schedule_scale_scales_iterations_steps_evaluations_and_keeps_the_warmup():
+    from detectron2_ext.compare.configs import load_config_chain, schedule_opts
+
+    base = budget_of_config("mask_rcnn", "R_50")
+    half = budget_of_config("mask_rcnn", "R_50", schedule_opts("mask_rcnn", 0.5))
+    assert base["SOLVER"]["MAX_ITER"] == 2 * half["SOLVER"]["MAX_ITER"]
+    steps = lambda b: [int(x) for x in b["SOLVER"]["STEPS"].strip("()").split(",") if x.strip()]  # noqa: E731
+    assert steps(base) == [2 * s for s in steps(half)]
+    assert base["TEST"]["EVAL_PERIOD"] == 2 * half["TEST"]["EVAL_PERIOD"]
+    assert half["SOLVER"]["WARMUP_ITERS"] == base["SOLVER"]["WARMUP_ITERS"]
+    assert budget_of_config("mask_rcnn", "R_50", schedule_opts("mask_rcnn", 1.0)) == base
+    # a longer run checkpoints no less often than the config says
+    double = dict(zip(*[iter(schedule_opts("mask_rcnn", 2.0))] * 2))
+    assert int(double["SOLVER.CHECKPOINT_PERIOD"]) == load_config_chain(config_path("mask_rcnn", "R_50"))["SOLVER"]["CHECKPOINT_PERIOD"]
+
+
+def test_a_bad_schedule_scale_is_an_error(tmp_path, capsys):
+    rc, out = _run(["--out", str(tmp_path), "--dry-run", "--schedule-scale", "0"], capsys)
+    assert rc == 2 and out.startswith("error: --schedule-scale must be positive, got 0.0")
+
+
+def _schedule_records(ap50_by_backbone: dict[str, list[float]], iterations: int) -> dict:
+    records = []
+    for backbone, aps in ap50_by_backbone.items():
+        for seed, ap in enumerate(aps):
+            r = _record(backbone, seed, ap)
+            r.update(iterations=iterations, detector_key="faster_rcnn", detector="Faster R-CNN",
+                     evaluations=[{"iteration": iterations // 2, "bbox/AP50": ap - 5}, {"iteration": iterations, "bbox/AP50": ap}])  # fmt: skip
+            records.append(r)
+    return {"budget_id": str(iterations), "records": records}
+
+
+def test_schedules_report_says_whether_halving_moves_the_means_by_less_than_a_point(tmp_path):
+    from detectron2_ext.compare import schedules
+
+    for iterations, aps in ((600, {"R_50": [40, 42], "AFF3D_R_50": [44, 45]}),
+                            (1200, {"R_50": [41.5, 41.8], "AFF3D_R_50": [45, 45.5]}),  # moves 0.65 and 0.75
+                            (2400, {"R_50": [45, 47]})):  # moves R-50 by 3.85  # fmt: skip
+        (tmp_path / f"i{iterations}").mkdir()
+        (tmp_path / f"i{iterations}" / "results.json").write_text(json.dumps(_schedule_records(aps, iterations)))
+    (tmp_path / "i4800").mkdir()  # a schedule not run yet: left out
+    loaded = schedules.load_schedules(tmp_path)
+    assert list(loaded) == [600, 1200, 2400]
+    rows = schedules.analyse(loaded)
+    assert schedules.converged(rows, 1200, "faster_rcnn") is True
+    assert schedules.converged(rows, 2400, "faster_rcnn") is False
+    assert schedules.converged(rows, 600, "faster_rcnn") is None  # nothing at 300
+    r = next(r for r in rows if r["iterations"] == 1200 and r["backbone"] == "R_50")
+    assert r["half_mean"] == 41.0 and r["paired_change"].n == 2 and r["paired_change"].mean == pytest.approx(0.65)
+    assert schedules.main([str(tmp_path)]) == 0
+    text = (tmp_path / "schedules.md").read_text()
+    assert "| Faster R-CNN | 1200 | ResNet-50 | 2 | 41.6 ± 0.2 | +0.6 (half: 2 seeds) |" in text
+    assert "(2 seeds: 1 degree of freedom) | yes |" in text
+    assert "- Faster R-CNN, 1200 iterations: halving moves every measured backbone's mean box AP50 by less than 1 point: long enough." in text
+    assert "- Faster R-CNN, 2400 iterations: halving moves at least one backbone's mean box AP50 by 1 point or more: not long enough." in text
+    assert (tmp_path / "schedules.png").stat().st_size > 0
+
+
+def test_schedules_report_of_a_folder_without_comparisons_is_an_error(tmp_path, capsys):
+    from detectron2_ext.compare import schedules
+
+    assert schedules.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: no i<iterations>/results.json with finished runs in")
+    assert schedules.main([str(tmp_path / "missing")]) == 2
+    assert "(not a folder)" in capsys.readouterr().err
 
 
 def _run(args: list[str], capsys) -> tuple[int, str]:

@@ -3,6 +3,7 @@
     python -m detectron2_ext.compare --seeds 2 --jobs 2                      # Mask R-CNN x {R50, SE, CBAM, ECA, 3D-AFF}
     python -m detectron2_ext.compare --detectors mask_rcnn,faster_rcnn --seeds 2
     python -m detectron2_ext.compare --backbones R_50,AFF3D_R_50 --seeds 1 SOLVER.MAX_ITER 500
+    python -m detectron2_ext.compare --detectors faster_rcnn --schedule-scale 0.5 --out .../half  # halving check
     python -m detectron2_ext.compare --report-only                           # rewrite results.md
 
 Runs already finished (``record.json`` in their folder, or a record in ``results.json``) are
@@ -24,7 +25,7 @@ from typing import Any
 from torch_impl.experiments.runner import Executor, read_finished
 from torch_impl.experiments.store import ResultsMismatch, budget_id, load_results, write_json_atomic
 
-from .configs import BACKBONES, DETECTORS, budget_of_config, config_path
+from .configs import BACKBONES, DETECTORS, budget_of_config, config_path, schedule_opts
 from .report import PREDICTIONS_FILE, predictions_of, render_markdown
 
 GRID = "detection"
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/results/experiments/detection", help="results folder")
     p.add_argument("--runs", default="runs/detection", help="run folders (detectron2 OUTPUT_DIRs)")
     p.add_argument("--datasets", default=None, help="$DETECTRON2_DATASETS of the runs (default: <runs>/datasets)")
+    p.add_argument("--schedule-scale", type=float, default=1.0,
+                   help="train this many times the configs' iterations, lr steps, evaluation and checkpoint periods "
+                   "scaled alike (0.5: the halving check); default 1")
     p.add_argument("--report-only", action="store_true", help="only rewrite results.md from results.json")
     p.add_argument("--dry-run", action="store_true", help="print the command of every run still to do, and exit")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs applied to every run's config")
@@ -112,6 +116,10 @@ def _main(args) -> int:
         raise UserError(f"config overrides come as KEY VALUE pairs; got an odd number: {args.opts}")
     if args.seeds < 1 or args.jobs < 1:
         raise UserError(f"--seeds and --jobs must be at least 1, got {args.seeds} and {args.jobs}")
+    if not args.schedule_scale > 0:
+        raise UserError(f"--schedule-scale must be positive, got {args.schedule_scale}")
+    if args.schedule_scale != 1:  # the same for both detectors: their configs share one schedule
+        args.opts = schedule_opts(detectors[0], args.schedule_scale) + list(args.opts)
     out = Path(args.out)
     budget = {d: budget_of_config(d, "R_50", args.opts) for d in DETECTORS}
     bid = budget_id(budget)

@@ -62,6 +62,21 @@ def set_key(cfg: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = yaml.safe_load(value) if isinstance(value, str) else value
 
 
+def schedule_opts(detector: str, scale: float) -> list[str]:
+    """``KEY VALUE`` pairs that train ``scale`` times the config's iterations, its lr steps, evaluations
+    and checkpoints at the same fractions of the run (the warm-up stays): the schedule-halving check."""
+    if not scale > 0:
+        raise ValueError(f"a schedule scale must be positive, got {scale}")
+    solver, test = (load_config_chain(config_path(detector, "R_50")).get(k, {}) for k in ("SOLVER", "TEST"))
+    steps = yaml.safe_load(str(solver["STEPS"]).replace("(", "[").replace(")", "]"))
+    scaled = lambda n: max(1, round(n * scale))  # noqa: E731
+    return ["SOLVER.MAX_ITER", str(scaled(solver["MAX_ITER"])),
+            "SOLVER.STEPS", "(" + ", ".join(str(scaled(s)) for s in steps) + ")",
+            "TEST.EVAL_PERIOD", str(scaled(test["EVAL_PERIOD"])),
+            # no longer apart than the config's: a longer run loses no more to an interruption
+            "SOLVER.CHECKPOINT_PERIOD", str(min(scaled(solver["CHECKPOINT_PERIOD"]), solver["CHECKPOINT_PERIOD"]))]  # fmt: skip
+
+
 def budget_of_config(detector: str, backbone: str, opts: list[str] = ()) -> dict[str, Any]:
     """What one run learns from, less the per-run keys: equal for every backbone of a detector."""
     cfg = load_config_chain(config_path(detector, backbone))

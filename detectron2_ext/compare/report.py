@@ -25,6 +25,8 @@ PREDICTION_MIN_SCORE = 0.2
 BOX_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 MASK_COLUMNS = ("AP", "AP50", "AP75")
 BASELINE = "R_50"
+SECOND_BASELINE = "SE_R_50"  # the attention the paper improves on: 3D-AFF is also paired with SE
+ONE_DOF = "†"  # an interval from 2 seeds: 1 degree of freedom (t = 12.7), a single spread estimate
 
 
 def paper_ap(table, detector: str, backbone: str) -> dict[str, float]:
@@ -44,18 +46,22 @@ def _groups(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, di
 
 def statistics(data: dict[str, Any], task: str, column: str) -> list[dict[str, Any]]:
     """Per (detector, backbone): the summary over seeds of ``record[task][column]`` and the paired
-    difference to ResNet-50; ``task`` is "box" or "mask". Seeds where the value is undefined are left out."""
+    differences to ResNet-50 and to SE; ``task`` is "box" or "mask". Seeds where the value is undefined
+    are left out."""
     groups = _groups([r for r in data["records"] if task in r])
     rows = []
     for (detector, backbone), by_seed in groups.items():
         values = {s: r[task][column] for s, r in by_seed.items() if r[task].get(column) is not None}
         if not values:
             continue
-        base = groups.get((detector, BASELINE), {})
-        base_values = {s: r[task][column] for s, r in base.items() if r[task].get(column) is not None}
+        def against(baseline: str):
+            base = groups.get((detector, baseline), {})
+            base_values = {s: r[task][column] for s, r in base.items() if r[task].get(column) is not None}
+            return None if backbone == baseline else paired_difference(values, base_values)
+
         rows.append({
             "detector": detector, "backbone": backbone, "values": values, "summary": summarize(list(values.values())),
-            "difference": None if backbone == BASELINE else paired_difference(values, base_values),
+            "difference": against(BASELINE), "difference_se": against(SECOND_BASELINE),
         })  # fmt: skip
     return rows
 
@@ -67,19 +73,21 @@ def _cell(values: dict[int, float]) -> str:
     return f"{s.mean:.1f} ± {s.std:.1f} [{min(values.values()):.1f}, {max(values.values()):.1f}]"
 
 
-def format_difference(d) -> str:
-    """A paired difference as text: its mean and 95 % interval, or 'baseline' / '(1 seed)'."""
+def format_difference(d, missing: str = "baseline") -> str:
+    """A paired difference as text: its mean and 95 % interval (marked ONE_DOF from 2 seeds), or
+    ``missing`` / '(1 seed)'."""
     if d is None:
-        return "baseline"
+        return missing
     if d.n < 2 or math.isnan(d.half_width):
         return f"{d.mean:+.1f} (1 seed)"
-    return f"{d.mean:+.1f} [{d.low:+.1f}, {d.high:+.1f}]"
+    return f"{d.mean:+.1f} [{d.low:+.1f}, {d.high:+.1f}]{ONE_DOF if d.n == 2 else ''}"
 
 
 def _table(data: dict[str, Any], task: str, columns: tuple[str, ...], paper_table) -> list[str]:
     stats = {(s["detector"], s["backbone"], c): s for c in columns for s in statistics(data, task, c)}
     keys = list(dict.fromkeys((d, b) for d, b, _ in stats))
-    head = ["detector", "backbone", "seeds", *columns, "AP50 − ResNet-50 [95 % CI]", "COCO (paper): " + ", ".join(columns)]
+    head = ["detector", "backbone", "seeds", *columns, "AP50 − ResNet-50 [95 % CI]", "AP50 − SE [95 % CI]",
+            "COCO (paper): " + ", ".join(columns)]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for detector, backbone in keys:
         label, det_label = BACKBONES[backbone][0], DETECTORS[detector]
@@ -90,6 +98,7 @@ def _table(data: dict[str, Any], task: str, columns: tuple[str, ...], paper_tabl
             det_label, label, str(max(c["summary"].n for c in cells if c)),
             *[_cell(c["values"]) if c else "–" for c in cells],
             format_difference(ap50["difference"]) if ap50 else "–",
+            format_difference(ap50["difference_se"], "baseline" if backbone == SECOND_BASELINE else "–") if ap50 else "–",
             ", ".join(f"{coco[c]:.1f}" for c in columns if c in coco) or "–",
         ]) + " |")  # fmt: skip
     return lines
@@ -104,7 +113,9 @@ def render_markdown(data: dict[str, Any]) -> str:
         "",
         "Written by `python -m detectron2_ext.compare` from `results.json`. Cells: mean ± sample standard "
         "deviation [lowest, highest seed] of detectron2's COCOEvaluator AP (%) on `shapes_val`; the "
-        "difference column pairs each backbone with ResNet-50 over the same seeds (95 % t-interval). "
+        "difference columns pair each backbone with ResNet-50 and with SE over the same seeds (95 % t-interval; "
+        f"{ONE_DOF}: from 2 seeds, 1 degree of freedom, t = 12.7: a single estimate of the spread, an interval "
+        "that says little). "
         "The last column is the paper's COCO val2017 result (Tables 8 and 9): another data set, "
         "full-width ImageNet-pretrained backbones, MMDetection; compare directions, not values.",
         "",
