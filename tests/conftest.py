@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from torch import nn
@@ -27,12 +23,13 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def fast_forms_on_tiny_maps(request, monkeypatch):
-    """The tests' maps are tiny, and on tiny CPU maps training takes the small_map route
-    (``aff3d_fast.small_map``): the rule is turned off here, through the environment so that the
-    processes a test starts agree with it, and a test of a fast route runs that route. Tests marked
-    ``size_rule`` keep the rule as users get it."""
+    """The tests' maps are tiny, and on tiny CPU maps training takes the straightforward or the autograd
+    route (``aff3d_fast.SIZE_RULE``): the size rule is turned off here, so that a test of a fast route
+    through the module runs that route. Tests marked ``size_rule`` keep the rule as users get it."""
     if "size_rule" not in request.keywords:
-        monkeypatch.setenv("AFF3D_SMALL_MAP", "0")
+        from torch_impl.attention import aff3d_fast
+
+        monkeypatch.setattr(aff3d_fast, "SIZE_RULE", dict.fromkeys(aff3d_fast.SIZE_RULE, 0))
 
 
 def _randomize_batch_norm(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -98,22 +95,6 @@ def _trained_like(model: nn.Module, size: int, seed: int = 0, batch: int = 8) ->
 @pytest.fixture
 def trained_like():
     return _trained_like
-
-
-@pytest.fixture
-def triton_interpreter():
-    """Runs a script in a fresh Python under TRITON_INTERPRET=1 (Triton's kernels on CPU, through NumPy)
-    from the repository root; returns the number the script prints after "WORST". Skips without Triton."""
-    pytest.importorskip("triton", reason="Triton is not installed (it ships with PyTorch's Linux wheels)")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-    def run(script: str) -> float:
-        res = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, TRITON_INTERPRET="1"), cwd=root,
-                             capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, res.stderr[-3000:]
-        return float(res.stdout.split("WORST")[-1])
-
-    return run
 
 
 @pytest.fixture

@@ -2,13 +2,12 @@
 
 First each algebraic step of ``torch_impl.attention.aff3d_fast.algebra`` on its own, then the whole module
 for every design of the paper, forward and backward, train and eval, float64 to 1e-10; the memory
-claim (what backward keeps); the Triton kernels against their PyTorch specification (through
-Triton's interpreter on CPU, natively on a GPU). BN layers get random statistics throughout.
+claim (what backward keeps); on a GPU, the routes CUDA takes. BN layers get random statistics throughout.
+The routes reached through the module here are the ones the dispatch takes on these (tiny) maps with the
+size rule off (``conftest.fast_forms_on_tiny_maps``); each route forced by name: ``test_fast_path_dispatch.py``.
 """
 
 from __future__ import annotations
-
-import textwrap
 
 import pytest
 import torch
@@ -22,13 +21,13 @@ import reference_numpy as R
 from reference_numpy.designs import DESIGNS, resolve_design
 from torch_impl.attention import AFF3D
 from torch_impl.attention import aff3d_fast as fast
-from torch_impl.kernels import gate as gk
+from torch_impl.attention.aff3d_fast import product_gate as gk
 from torch_impl.numpy_bridge import to_numpy_params
 
 TOL = 1e-10
 F64 = torch.float64
 DESIGN_NAMES = sorted(DESIGNS)
-# Designs whose fast path is the F_ex algebra (the others are SE or parallel gates, see _vector_gate).
+# Designs whose fast path is the F_ex algebra (the others are SE or parallel gates: the autograd route).
 FEX_DESIGNS = [n for n in DESIGN_NAMES if resolve_design(n).has_spatial and resolve_design(n).fusion == "fex"]
 
 
@@ -92,8 +91,8 @@ def test_step2_kxk_conv_is_tap_projections_then_shifts(k, hw):
 def test_step2_projection_in_channels_last_layout_is_the_same_product():
     x = torch.randn(2, 6, 4, 5, dtype=F64)
     taps = torch.randn(9, 6, dtype=F64)
-    projected = fast.full_map.project(x.to(memory_format=torch.channels_last), taps)
-    assert _max_diff([projected], [fast.spatial_taps(x, taps)]) < TOL
+    projected = fast.spatial_taps(x.to(memory_format=torch.channels_last), taps)  # a 1x1 convolution
+    assert _max_diff([projected], [torch.einsum("tc,nchw->nthw", taps, x)]) < TOL
 
 
 def test_eq4_channel_squeeze_of_a_sum_is_the_sum_of_squeezes():
@@ -145,7 +144,7 @@ def test_step4_batch_norm_folds_into_an_affine_map(randomize_bn):
 
 
 def test_gate_kernel_spec_backward_is_the_gradient_of_its_forward():
-    """The hand-written backward of the fused gate (gate.py) against autograd on its forward."""
+    """The hand-written backward of the product form's gate (product_gate.py) against autograd on its forward."""
     N, C, Cd, H, W = 2, 6, 3, 4, 5
     g = torch.Generator().manual_seed(4)
     t = lambda *s: torch.randn(*s, generator=g, dtype=F64).requires_grad_()  # noqa: E731
@@ -153,11 +152,11 @@ def test_gate_kernel_spec_backward_is_the_gradient_of_its_forward():
         for add, relu in ((True, True), (True, False), (False, False)):
             Rr, X, hid, W2, b2 = t(N, C, H, W), t(N, C, H, W), t(N, Cd, H, W), t(C, Cd), t(C)
             scale, shift = (t(C), t(C)) if norm else (None, None)
-            out = gk.gate_forward_torch(Rr, X, hid, W2, b2, scale, shift, add, relu)
+            out = gk.gate_forward(Rr, X, hid, W2, b2, scale, shift, add, relu)
             dout = torch.randn(out.shape, generator=g, dtype=F64)
             dR_auto, dX_auto, dh_auto, dW_auto, db_auto = torch.autograd.grad(
                 out, [Rr, X, hid, W2, b2], dout, allow_unused=True)
-            dU, dy, dh, dW2, db = gk.gate_backward_torch(dout, out.detach(), Rr.detach(), hid.detach(), W2.detach(),
+            dU, dy, dh, dW2, db = gk.gate_backward(dout, out.detach(), Rr.detach(), hid.detach(), W2.detach(),
                                                          b2.detach(), scale, shift, add, relu)
             # U = R * scale + shift, so dR = dU * scale
             dR = dU * scale[:, None, None] if norm else dU
@@ -176,7 +175,8 @@ def test_gate_kernel_spec_backward_is_the_gradient_of_its_forward():
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_fast_equals_straightforward_and_numpy(design, train, channels_last, randomize_bn, monkeypatch):
-    monkeypatch.setattr(fast, "TABLE_MODES", ())  # the product form in both layouts (the table: test_table_gate.py)
+    # the table route is left out: the product form in both layouts (the table: test_table_gate.py)
+    monkeypatch.setattr(fast.table_gate_cpu_pass, "enabled", lambda t: False)
     fast_m, ref_m = _twins(8, design, randomize_bn, reduction=2)
     fast_m.train(train), ref_m.train(train)
     U, X = _pair(5, channels_last=channels_last)
@@ -372,46 +372,6 @@ def test_cpu_autocast_bfloat16_stays_close(randomize_bn):
 
 
 # --------------------------------------------------------------------------------------------
-# Triton kernels against their PyTorch specification
-# --------------------------------------------------------------------------------------------
-
-_KERNEL_CHECK = textwrap.dedent(
-    """
-    import torch
-    from torch_impl.kernels import gate as gk, gate_triton as gt
-    torch.manual_seed(0)
-    worst = 0.0
-    cases = [(False, False, True, True), (True, True, False, False), (True, False, True, False),
-             (False, True, True, True)]
-    for (N, C, H, W, Cd) in [(2, 16, 5, 6, 4), (1, 40, 3, 3, 20), (3, 8, 1, 1, 2)]:
-        for cl, norm, add, relu in cases:  # layouts x BN on the fly x shortcut/ReLU, each value twice
-            R, X = torch.randn(N, C, H, W, dtype=torch.float64), torch.randn(N, C, H, W, dtype=torch.float64)
-            if cl:
-                R, X = R.to(memory_format=torch.channels_last), X.to(memory_format=torch.channels_last)
-            hid = torch.randn(N, Cd, H, W, dtype=torch.float64).relu()
-            W2, b2 = torch.randn(C, Cd, dtype=torch.float64), torch.randn(C, dtype=torch.float64)
-            sc = torch.rand(C, dtype=torch.float64) + 0.5 if norm else None
-            sh = torch.randn(C, dtype=torch.float64) if norm else None
-            o1 = gk.gate_forward_torch(R, X, hid, W2, b2, sc, sh, add, relu)
-            o2 = gt.gate_forward(R, X, hid, W2, b2, sc, sh, add, relu, block_p=16, block_c=16)
-            assert o2.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
-            dout = torch.randn_like(o1)
-            b1 = gk.gate_backward_torch(dout, o1, R, hid, W2, b2, sc, sh, add, relu)
-            b2_ = gt.gate_backward(dout, o1, R, hid, W2, b2, sc, sh, add, relu, block_p=16, block_c=16,
-                                   tiles_per_prog=2)
-            worst = max([worst, float((o1 - o2).abs().max())]
-                        + [float((a - b).abs().max()) for a, b in zip(b1, b2_) if a is not None])
-    print("WORST", worst)
-    """
-)
-
-
-def test_triton_kernels_match_their_specification_in_the_interpreter(triton_interpreter):
-    """The Triton gate kernels run on CPU through TRITON_INTERPRET=1 (NumPy), in float64."""
-    assert triton_interpreter(_KERNEL_CHECK) < 1e-12
-
-
-# --------------------------------------------------------------------------------------------
 # CUDA (skipped without a GPU)
 # --------------------------------------------------------------------------------------------
 
@@ -419,55 +379,34 @@ def test_triton_kernels_match_their_specification_in_the_interpreter(triton_inte
 @pytest.mark.cuda
 @pytest.mark.parametrize("design", DESIGN_NAMES)
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-def test_cuda_fast_equals_straightforward_float64(design, train, randomize_bn):
+@pytest.mark.parametrize("route", [None, "autograd"], ids=["dispatch", "autograd"])
+def test_cuda_fast_equals_straightforward_float64(design, train, route, randomize_bn):
+    """On CUDA the dispatch folds at inference and trains straightforward; under torch.compile it takes
+    ``autograd``, forced here by name."""
     fast_m, ref_m = _twins(8, design, randomize_bn, reduction=2, device="cuda")
     fast_m.train(train), ref_m.train(train)
     bn_f, bn_r = nn.BatchNorm2d(8).cuda().double().train(train), nn.BatchNorm2d(8).cuda().double().train(train)
     Rr, X = _pair(17, device="cuda")
     Rr.requires_grad_(), X.requires_grad_()
-    y_fast = fast_m.gate_add_relu(Rr, X, norm=bn_f)
+    if route is None:
+        y_fast = fast_m.gate_add_relu(Rr, X, norm=bn_f)
+    else:
+        y_fast = fast.run_route(route, fast_m, Rr, X, bn_f, add=True, relu=True)
     y_ref = torch.relu(ref_m(bn_r(Rr), X) + X)
     assert _max_diff([y_fast], [y_ref]) < TOL
     dout = torch.randn_like(y_ref)
     g_f = torch.autograd.grad(y_fast, [Rr, X, *fast_m.parameters()], dout, allow_unused=True)
     g_r = torch.autograd.grad(y_ref, [Rr, X, *ref_m.parameters()], dout, allow_unused=True)
     assert _max_diff(g_f, g_r) < TOL
-
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("shape", [(4, 256, 14, 14, 16), (2, 48, 7, 5, 12), (3, 2048, 7, 7, 128)])
-def test_cuda_triton_gate_matches_specification(shape, channels_last):
-    pytest.importorskip("triton")
-    from torch_impl.kernels import gate_triton as gt
-
-    N, C, H, W, Cd = shape
-    g = torch.Generator(device="cuda").manual_seed(0)
-    mk = lambda *s: torch.randn(*s, device="cuda", generator=g)  # noqa: E731
-    Rr, X = mk(N, C, H, W), mk(N, C, H, W)
-    if channels_last:
-        Rr, X = Rr.to(memory_format=torch.channels_last), X.to(memory_format=torch.channels_last)
-    hid, W2, b2 = mk(N, Cd, H, W).relu(), mk(C, Cd) / Cd**0.5, mk(C)
-    sc, sh = mk(C).abs() + 0.5, mk(C)
-    for add, relu in ((True, True), (False, False)):
-        spec = [gk.gate_forward_torch(*(t.double() for t in (Rr, X, hid, W2, b2, sc, sh)), add, relu)]
-        out = gt.gate_forward(Rr, X, hid, W2, b2, sc, sh, add, relu)
-        assert _max_diff([out], spec) < 1e-4
-        dout = mk(*out.shape)
-        spec_b = gk.gate_backward_torch(dout.double(), spec[0], *(t.double() for t in (Rr, hid, W2, b2, sc, sh)),
-                                        add, relu)
-        got = gt.gate_backward(dout, out, Rr, hid, W2, b2, sc, sh, add, relu)
-        for a, b in zip(got, spec_b):
-            if a is not None:
-                assert float((a.double() - b).abs().max()) <= 1e-4 * max(1.0, float(b.abs().max()))
-        # bf16, as under autocast: close to the float64 specification
-        out16 = gt.gate_forward(Rr.bfloat16(), X.bfloat16(), hid, W2, b2, sc, sh, add, relu)
-        assert float((out16.double() - spec[0]).abs().max()) <= 3e-2 * float(spec[0].abs().max())
+    with torch.no_grad():
+        bn_f.eval(), bn_r.eval(), fast_m.eval(), ref_m.eval()
+        assert fast.choose_route(fast_m, Rr, X, bn_f).name in ("folded", "autograd")  # autograd: SE, parallel
+        assert _max_diff([fast_m.gate_add_relu(Rr, X, norm=bn_f)], [torch.relu(ref_m(bn_r(Rr), X) + X)]) < TOL
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("design", ["aff3d", "aff3d_sum", "mc_rs+ms_rs"])
-def test_cuda_float32_triton_path_and_bf16_autocast_channels_last(design, randomize_bn, monkeypatch):
+def test_cuda_float32_and_bf16_autocast_channels_last(design, randomize_bn, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # the reference's convs in true float32
     fast_m, ref_m = _twins(64, design, randomize_bn, dtype=torch.float32, device="cuda")
     bn_f, bn_r = nn.BatchNorm2d(64).cuda(), nn.BatchNorm2d(64).cuda()

@@ -61,25 +61,52 @@ def test_each_route_is_taken_where_the_table_says(randomize_bn):
         assert _route(m, U, X) == "autograd"  # batch statistics, no gradient
     assert _route(m, U, X) == "fused_tail"  # the parameters require gradients
     assert _route(m, U[:0], X[:0]) == "straightforward"
-    assert _route(AFF3D(8, "mc_r", reduction=2), U.float(), X.float()) == "vector_gate"
-    assert _route(AFF3D(8, "parallel_concat", reduction=2), U.float(), X.float()) == "vector_gate"
-    assert set(fast.ROUTES) == {"straightforward", "vector_gate", "small_map", "table", "folded", "autograd",
-                                "fused_table", "fused_tail"}
+    assert _route(AFF3D(8, "mc_r", reduction=2), U.float(), X.float()) == "autograd"
+    assert _route(AFF3D(8, "parallel_concat", reduction=2), U.float(), X.float()) == "autograd"
+    assert fast.ROUTE_NAMES == ("folded", "straightforward", "table", "fused_tail", "autograd")
     with pytest.raises(ValueError, match="expected one of"):
         fast.run_route("fats", m, U, X)
 
 
+def _walk(**facts) -> str:
+    """The route ``ROUTES`` gives a call with these facts (the rest: CPU training on a large NCHW map)."""
+    base = {"cpu": True, "fex_over_M3D": True, "inference": False, "grad": True, "traced": False,
+            "channels_last": False, "table": False, "pixels": 4096, "values": 1 << 20, "rows": 17}
+    call = fast.Call(**{**base, **facts})
+    return next(r for r in fast.ROUTES if r.applies(call)).name
+
+
+@pytest.mark.size_rule
+def test_the_route_table_read_as_data():
+    """The conditions alone, also for calls this machine cannot make (CUDA)."""
+    assert _walk() == "fused_tail"
+    assert _walk(cpu=False) == "straightforward"  # CUDA training: measured faster than the fast forms
+    assert _walk(cpu=False, grad=False, inference=True) == "folded"
+    assert _walk(cpu=False, traced=True) == "autograd"  # what dynamo traces
+    assert _walk(traced=True, grad=False, inference=True) == "folded"
+    assert _walk(channels_last=True, table=True) == "table"
+    assert _walk(channels_last=True, table=True, pixels=16 * 17 - 1) == "autograd"
+    assert _walk(channels_last=True) == "autograd"  # no compiled pass: the product form lost in channels_last
+    assert _walk(values=16383) == "autograd"
+    assert _walk(pixels=15) == "straightforward"
+    assert _walk(fex_over_M3D=False) == "autograd"
+    assert _walk(fex_over_M3D=False, grad=False, inference=True) == "autograd"
+    assert _walk(grad=False) == "autograd"  # batch statistics without a gradient
+
+
 @pytest.mark.size_rule
 @pytest.mark.parametrize("layout, fast_route", [("nchw", "fused_tail"), ("channels_last", "table")])
-def test_small_cpu_maps_train_on_the_small_map_route(layout, fast_route, randomize_bn):
-    """Training on a CPU map too small for the fast form (``aff3d_fast.small_map``) takes the small_map
-    route, chosen without a warning and exact; at the limit the fast form; inference folds at any size."""
+def test_small_cpu_maps_train_on_the_autograd_route(layout, fast_route, randomize_bn):
+    """Training on a CPU map too small for the fast form (``aff3d_fast.SIZE_RULE``) takes the autograd
+    route, below 16 pixels the straightforward one, chosen without a warning and exact; at the limit the
+    fast form; inference folds at any size."""
     m, ref = _twins(randomize_bn)  # C = 8, d = 2: K + 1 = 5 table rows
     if layout == "channels_last":
-        limit, fmt = fast.SMALL_MAP["table"] * 5, torch.channels_last  # H W pixels
+        limit, fmt = fast.SIZE_RULE["table"] * 5, torch.channels_last  # H W pixels
     else:
-        limit, fmt = fast.SMALL_MAP["product"] // 8, torch.contiguous_format  # C H W values
-    for w, route in [(limit // 2 - 1, "small_map"), (limit // 2, fast_route)]:
+        limit, fmt = fast.SIZE_RULE["product"] // 8, torch.contiguous_format  # C H W values
+    tiny = (fast.SIZE_RULE["straightforward"] - 1) // 2
+    for w, route in [(tiny, "straightforward"), (limit // 2 - 1, "autograd"), (limit // 2, fast_route)]:
         U, X = (t.to(memory_format=fmt) for t in _pair(3, h=2, w=w))
         U.requires_grad_()
         assert _route(m, U, X) == route
@@ -111,24 +138,41 @@ def _assert_block_tail_agrees(y, y_ref, R, X, mods, mods_ref):
     assert max(_diff(a.double(), b.double()) for a, b in zip(stats, stats_ref)) < TOL
 
 
-@pytest.mark.size_rule
-@pytest.mark.parametrize("design", ["aff3d", "aff3d_sum", "mc_r+ms_r", "mc_rs+ms_rs", "kernel_size=5"])
+@pytest.mark.parametrize("design", ["aff3d", "aff3d_sum", "mc_r+ms_r", "mc_rs+ms_rs", "kernel_size=5", "mc_r",
+                                    "parallel_concat", "parallel_sum"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-def test_the_small_map_route_is_exact_with_the_block_norm(design, layout, randomize_bn, bn_twins):
-    """``small_map_forward`` with the block's norm, train mode: output, every gradient and the running
-    statistics of every BN equal the straightforward path's (float64, 1e-10)."""
+@pytest.mark.parametrize("route", ["autograd", "fused_tail", "table", "straightforward"])
+def test_every_training_route_by_name_is_exact_with_the_block_norm(route, design, layout, randomize_bn, bn_twins):
+    """Each route forced by name (``run_route``) with the block's norm, train mode: output, every gradient
+    and the running statistics of every BN equal the straightforward path's (float64, 1e-10)."""
     kw = {"kernel_size": 5} if design == "kernel_size=5" else {}
     design = "aff3d" if kw else design
     torch.manual_seed(0)
     m = randomize_bn(AFF3D(8, design, reduction=2, **kw), 1).double().train()
+    if route in ("fused_tail", "table") and not (m.design.has_spatial and m.design.fusion == "fex"):
+        pytest.skip(f"{route} serves designs with F_ex over M_3D only")
     ref = AFF3D(8, design, impl="straightforward", reduction=2, **kw).double().train()
     ref.load_state_dict(m.state_dict())
     bn, bn_ref = bn_twins(8)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     R, X = (t.to(memory_format=fmt).requires_grad_() for t in _pair(4))
-    y = fast.run_route("small_map", m, R, X, bn, add=True, relu=True)
+    y = fast.run_route(route, m, R, X, bn, add=True, relu=True)
     y_ref = (ref(bn_ref(R), X) + X).relu()
     _assert_block_tail_agrees(y, y_ref, R, X, (m, bn), (ref, bn_ref))
+
+
+@pytest.mark.parametrize("design", ["aff3d", "aff3d_sum", "mc_r+ms_r", "mc_rs+ms_rs"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_the_folded_route_by_name_is_exact_with_the_block_norm(design, layout, randomize_bn, bn_twins):
+    m, ref = _twins(randomize_bn, design)
+    bn, bn_ref = bn_twins(8)
+    for mod in (m, ref, bn, bn_ref):
+        mod.eval()
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    R, X = (t.to(memory_format=fmt) for t in _pair(5))
+    with torch.no_grad():
+        y = fast.run_route("folded", m, R, X, bn, add=True, relu=True)
+        assert _diff(y, (ref(bn_ref(R), X) + X).relu()) < TOL
 
 
 def test_routes_under_torch_compile_tracing(monkeypatch, randomize_bn):
@@ -366,7 +410,7 @@ def test_group_norm_takes_the_straightforward_path_with_a_warning():
 
 
 # --------------------------------------------------------------------------------------------
-# The table gate (attention/table_gate.py) in the dispatch
+# The table gate (aff3d_fast/table_gate.py) in the dispatch
 # --------------------------------------------------------------------------------------------
 
 
@@ -384,18 +428,20 @@ def test_training_on_channels_last_cpu_maps_takes_the_table_gate(randomize_bn):
     g = torch.autograd.grad(y, [U, X, *m.parameters(), *bn.parameters()], dout)
     g_ref = torch.autograd.grad(y_ref, [U, X, *ref.parameters(), *bn_ref.parameters()], dout)
     assert max(_diff(a, b) for a, b in zip(g, g_ref)) < TOL
-    # the same maps in NCHW, or at inference, keep the product form
+    # the same maps in NCHW take the product form; inference folds
     assert _route(m, U.detach().contiguous(), X.detach().contiguous()) == "fused_tail"
     m.eval()
     with torch.no_grad():
         assert _route(m, U, X) == "folded"
 
 
-def test_without_the_compiled_pass_training_keeps_the_product_form(monkeypatch, randomize_bn):
+def test_without_the_compiled_pass_channels_last_training_takes_the_autograd_route(monkeypatch, randomize_bn):
+    """Where the table gate cannot compile its pass (``AFF3D_COMPILE=0``): channels_last training takes the
+    autograd route, which measured faster than the product form at every channels_last shape."""
     monkeypatch.setenv("AFF3D_COMPILE", "0")
     m, _ = _twins(randomize_bn)
     U, X = (t.to(memory_format=torch.channels_last) for t in _pair(8))
-    assert _route(m, U, X) == "fused_tail"
+    assert _route(m, U, X) == "autograd"
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])

@@ -1,6 +1,6 @@
 """The table gate equals F_ex's product form, the straightforward module and the NumPy reference.
 
-First each step of ``torch_impl.attention.table_gate`` on its own (tables, lookup at ties and
+First each step of ``torch_impl.attention.aff3d_fast.table_gate`` on its own (tables, lookup at ties and
 repeated breakpoints, r_j = 0, the backward's formulas, batch statistics), then the whole module
 for every F_ex design, k and d, train and eval, forward, backward (gradcheck) and running
 statistics, float64 to 1e-10. BN layers get random statistics throughout.
@@ -14,7 +14,7 @@ import torch
 import reference_numpy as R
 from reference_numpy.designs import DESIGNS, resolve_design
 from torch_impl.attention import AFF3D
-from torch_impl.attention import table_gate as tg
+from torch_impl.attention.aff3d_fast import table_gate as tg
 from torch_impl.numpy_bridge import to_numpy_params
 
 TOL = 1e-10
@@ -267,7 +267,7 @@ def test_designs_without_fex_over_M3D_are_refused(randomize_bn):
 @pytest.mark.parametrize("design", FEX_DESIGNS)
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_table_path_in_channels_last_equals_straightforward(design, train, randomize_bn):
-    """channels_last maps take the 1x1-convolution taps and the fused pass (``kernels.gate_cpu``)."""
+    """channels_last maps take the 1x1-convolution taps and the compiled pass (``aff3d_fast.table_gate_cpu_pass``)."""
     table_m, ref_m = _twins(8, design, randomize_bn, reduction=2)
     table_m.train(train), ref_m.train(train)
     U, X = (t.to(memory_format=torch.channels_last).requires_grad_() for t in _pair(3))

@@ -14,9 +14,9 @@ Two implementations of the same function, chosen by ``impl``:
 
     "fast" (default)   ``aff3d_fast``: exact algebra that skips the concatenation, the first F_ex
                        convolution over the C x H x W map and the stored M_3D / X_3D maps; BN
-                       folded at inference; a memory-saving autograd Function in training; a
-                       fused Triton kernel for the gate on CUDA. Its dispatch table says which
-                       route a call takes (``aff3d_fast.choose_route``).
+                       folded at inference; in CPU training a memory-saving autograd Function
+                       or the table gate. Its table of routes says which route a call takes
+                       (``aff3d_fast.ROUTES``, ``aff3d_fast.choose_route``).
     "straightforward"  ``forward_straightforward`` below: the equations written as they read.
 
 Both match ``reference_numpy`` (the NumPy reference) to 1e-10 in float64 (tests/test_fast_path.py),

@@ -13,7 +13,26 @@ import torch.nn.functional as F
 
 from reference_numpy.designs import AFF3DDesign
 
-from ...kernels.gate_cpu import channels_last
+# ---------------------------------------------------------------------------------------------
+# Layout, precision and the block's norm as an affine map: one definition each for every route.
+# ---------------------------------------------------------------------------------------------
+
+
+def channels_last(t: torch.Tensor) -> bool:
+    """A 4-D map stored channels_last (and not also contiguous, as maps with C = 1 or H = W = 1 are)."""
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The small graph's precision: float32, or the input's if wider (16-bit maps, 32-bit statistics)."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+def affine(R: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None) -> torch.Tensor:
+    """U = R * scale + shift per channel (a batch norm as the map it is for one call), or R itself."""
+    if scale is None:
+        return R
+    return torch.addcmul(shift[:, None, None], R, scale[:, None, None])
 
 # ---------------------------------------------------------------------------------------------
 # Step 1: a convolution over a merged input is the sum of convolutions of its parts.
@@ -46,10 +65,16 @@ def tap_weights(weight: torch.Tensor) -> torch.Tensor:
 
 
 def spatial_taps(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """The projections T_t = sum_c taps[t, c] x[c], (N, C, H, W) -> (N, k^2, H, W), one product."""
+    """The projections T_t = sum_c taps[t, c] x[c], (N, C, H, W) -> (N, k^2, H, W), in x's memory layout.
+
+    NCHW: one (k^2 x C) @ (C x HW) product. channels_last: a 1x1 convolution to k^2 channels, which reads
+    each pixel's C values in a row (on CPU up to 4x faster there than the product, which would copy x).
+    """
+    taps = taps.to(x.dtype)
+    if channels_last(x):
+        return F.conv2d(x, taps[:, :, None, None])
     N, C, H, W = x.shape
-    T = torch.matmul(taps.to(x.dtype), x.flatten(2))
-    return T.view(N, taps.shape[0], H, W)
+    return torch.matmul(taps, x.flatten(2)).view(N, taps.shape[0], H, W)
 
 
 def shift_kernel(k: int, like: torch.Tensor) -> torch.Tensor:
@@ -89,19 +114,6 @@ def spatial_conv_split(U: torch.Tensor, X_l: torch.Tensor, weight: torch.Tensor,
     T = spatial_taps(U, tap_weights(W_U))
     if W_X is not None:
         T = T + spatial_taps(X_l, tap_weights(W_X))
-    return shift_sum(T, weight.shape[-1])
-
-
-def spatial_conv_layout(U: torch.Tensor, X_l: torch.Tensor, weight: torch.Tensor, design: AFF3DDesign) -> torch.Tensor:
-    """``spatial_conv_split`` with the taps computed the way the memory layout favours: on channels_last
-    maps a 1x1 convolution to k^2 channels, which reads each pixel's C values in a row (on CPU up to 4x
-    faster there than the (k^2 x C) @ (C x HW) product); otherwise the product."""
-    if not channels_last(U):
-        return spatial_conv_split(U, X_l, weight, design)
-    W_U, W_X = split_spatial_weight(weight, design, U.shape[1])
-    T = F.conv2d(U, tap_weights(W_U)[:, :, None, None])
-    if W_X is not None:
-        T = T + F.conv2d(X_l, tap_weights(W_X)[:, :, None, None])
     return shift_sum(T, weight.shape[-1])
 
 

@@ -12,13 +12,7 @@ import contextlib
 import torch
 from torch import nn
 
-from ...kernels.gate_cpu import channels_last
-from .algebra import spatial_taps, split_spatial_weight, tap_weights
-
-
-def compute_dtype(t: torch.Tensor) -> torch.dtype:
-    """The small graph's precision: float32, or the input's if wider (16-bit maps, 32-bit statistics)."""
-    return torch.promote_types(t.dtype, torch.float32)
+from .algebra import channels_last, compute_dtype, spatial_taps, split_spatial_weight, tap_weights
 
 
 def autocast_off(t: torch.Tensor):
@@ -32,28 +26,8 @@ def memory_format(t: torch.Tensor):
     return torch.channels_last if channels_last(t) else torch.contiguous_format
 
 
-def _pad_rows(taps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """taps with zero rows up to a multiple of 16 on CUDA: k^2 = 9 columns make cuBLAS fall back to
-    unaligned kernels several times slower; the zero rows add exact zeros, sliced off after."""
-    k2 = taps.shape[0]
-    if not x.is_cuda or k2 % 16 == 0:
-        return taps
-    return torch.cat([taps, taps.new_zeros(16 - k2 % 16, taps.shape[1])])
-
-
-def project(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """``spatial_taps`` in x's memory format: with channels_last, one (NHW x C) @ (C x k^2) product."""
-    if not channels_last(x):
-        return spatial_taps(x, taps)
-    N, C, H, W = x.shape
-    k2 = taps.shape[0]
-    rows = x.permute(0, 2, 3, 1).reshape(N * H * W, C)  # a view
-    T = rows @ _pad_rows(taps, x).to(x.dtype).t()
-    return T[:, :k2].view(N, H, W, k2).permute(0, 3, 1, 2)
-
-
 def project_back(base: torch.Tensor | None, dT: torch.Tensor, taps: torch.Tensor, dS=None, like=None):
-    """base + taps^T dT (+ dS broadcast over pixels): the adjoint of ``project`` (and of the sums), one
+    """base + taps^T dT (+ dS broadcast over pixels): the adjoint of ``spatial_taps`` (and of the sums), one
     batched product in base's memory format. dT (N, k^2, H, W), taps (k^2, C), dS (N, C) or None."""
     like = base if base is not None else like
     N, C, H, W = like.shape
@@ -65,10 +39,6 @@ def project_back(base: torch.Tensor | None, dT: torch.Tensor, taps: torch.Tensor
         if dS is not None:
             A = torch.cat([A, A.new_ones(N, H * W, 1)], 2)
             B = torch.cat([B, dS[:, None, :].to(B.dtype)], 1)
-        if like.is_cuda and A.shape[2] % 16:  # aligned inner dimension (see _pad_rows)
-            pad = 16 - A.shape[2] % 16
-            A = torch.cat([A, A.new_zeros(N, H * W, pad)], 2)
-            B = torch.cat([B, B.new_zeros(N, pad, C)], 1)
         A, B = A.to(dt), B.to(dt)
         flat = torch.bmm(A, B) if base is None else torch.baddbmm(base.permute(0, 2, 3, 1).reshape(N, H * W, C), A, B)
         return flat.view(N, H, W, C).permute(0, 3, 1, 2)
@@ -83,14 +53,12 @@ def project_back(base: torch.Tensor | None, dT: torch.Tensor, taps: torch.Tensor
 
 
 def tap_weight_grad(dT: torch.Tensor, x: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
-    """(k^2, C): sum over samples and pixels of dT[t] x[c], the gradient of ``project``'s taps."""
+    """(k^2, C): sum over samples and pixels of dT[t] x[c], the gradient of ``spatial_taps``' taps."""
     N, C, H, W = x.shape
     k2 = dT.shape[1]
     if channels_last(x):
         A = dT.permute(0, 2, 3, 1).reshape(N * H * W, k2).to(x.dtype)
-        if x.is_cuda and k2 % 16:  # aligned shapes (see _pad_rows)
-            A = torch.cat([A, A.new_zeros(N * H * W, 16 - k2 % 16)], 1)
-        return (A.t() @ x.permute(0, 2, 3, 1).reshape(N * H * W, C))[:k2].to(cdt)
+        return (A.t() @ x.permute(0, 2, 3, 1).reshape(N * H * W, C)).to(cdt)
     return torch.bmm(dT.reshape(N, k2, H * W).to(x.dtype), x.flatten(2).transpose(1, 2)).to(cdt).sum(0)
 
 
@@ -99,9 +67,9 @@ def full_map_reductions(m: nn.Module, U: torch.Tensor, X: torch.Tensor, W_sp: to
     design = m.design
     cdt = compute_dtype(U)
     W_U, W_X = split_spatial_weight(W_sp, design, U.shape[1])
-    T = project(U, tap_weights(W_U)).to(cdt)
+    T = spatial_taps(U, tap_weights(W_U)).to(cdt)
     if W_X is not None:
-        T = T + project(X, tap_weights(W_X)).to(cdt)
+        T = T + spatial_taps(X, tap_weights(W_X)).to(cdt)
     S = U.sum((2, 3), dtype=cdt)
     if design.channel_input == "residual+skip":
         S = S + X.sum((2, 3), dtype=cdt)

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...kernels import gate as gate_kernels
-from .algebra import fold_bn, shift_sum_strided, split_spatial_weight, tap_weights
+from . import product_gate
+from .algebra import affine, fold_bn, shift_sum_strided, spatial_taps, split_spatial_weight, tap_weights
 
 
 @dataclass
@@ -93,8 +93,7 @@ def _inference_norm(norm: nn.Module | None, R: torch.Tensor) -> torch.Tensor:
         return R
     if norm.weight is not None and norm.weight.dtype == R.dtype:
         return F.batch_norm(R, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps)
-    scale, shift = fold_bn(norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)
-    return torch.addcmul(shift[:, None, None], R, scale[:, None, None]).to(R.dtype)
+    return affine(R, *fold_bn(norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)).to(R.dtype)
 
 
 def inference(m: nn.Module, f: Folded, R, X, add: bool, relu: bool, norm: nn.Module | None = None,
@@ -110,22 +109,12 @@ def inference(m: nn.Module, f: Folded, R, X, add: bool, relu: bool, norm: nn.Mod
     M_c = U.mean((2, 3), dtype=cdt)  # eq. 4
     if design.channel_input == "residual+skip":
         M_c = M_c + X.mean((2, 3), dtype=cdt)
-    taps = f.taps_U if U.dtype == cdt else f.taps_U.to(U.dtype)
-    T = torch.matmul(taps, U.flatten(2))  # steps 1-2: the projections ...
+    T = spatial_taps(U, f.taps_U).to(cdt)  # steps 1-2: the projections ...
     if f.taps_X is not None:
-        taps = f.taps_X if X.dtype == cdt else f.taps_X.to(X.dtype)
-        if X.dtype == T.dtype:
-            T = torch.baddbmm(T, taps.expand(N, -1, -1), X.flatten(2))
-        else:  # autocast: a 16-bit residual beside a float32 shortcut
-            T = T.to(cdt) + torch.matmul(taps, X.flatten(2)).to(cdt)
-    if T.dtype != cdt:
-        T = T.to(cdt)
+        T = T + spatial_taps(X, f.taps_X).to(cdt)
     M_s = shift_sum_strided(T.view(N, -1, H, W), design.kernel_size, f.b_s)  # ... and the shifts: eq. 5
     v = torch.addmm(f.b1, M_c, f.W1t)  # step 3: W_1 M_3D = v + r M_s
     Cd = v.shape[1]
-    if gate_kernels.triton_enabled(U, Cd):
-        h = torch.addcmul(v[:, :, None], f.r[None, :, None], M_s.view(N, 1, H * W)).relu_().view(N, Cd, H, W)
-        return gate_kernels.gate_forward(U, X, h, f.W2, f.b2, None, None, add, relu)  # eqs. 6, 2, 7
     # h with a row of ones appended, so that [W_2', b_2'] [h; 1] = W_2' h + b_2' is one product.
     if plain_ops:  # the same values without a strided out= write (which dynamo refuses)
         h = torch.addcmul(v[:, :, None], f.r[None, :, None], M_s.view(N, 1, H * W)).relu_()
@@ -134,4 +123,4 @@ def inference(m: nn.Module, f: Folded, R, X, add: bool, relu: bool, norm: nn.Mod
         hb = torch.empty(N, Cd + 1, H * W, dtype=cdt, device=U.device)
         hb[:, Cd].fill_(1)
         torch.addcmul(v[:, :, None], f.r[None, :, None], M_s.view(N, 1, H * W), out=hb[:, :Cd]).relu_()
-    return gate_kernels.gate_forward(U, X, hb.view(N, Cd + 1, H, W), f.W2b, None, None, None, add, relu)
+    return product_gate.gate_forward(U, X, hb.view(N, Cd + 1, H, W), f.W2b, None, None, None, add, relu)  # eqs. 6, 2, 7

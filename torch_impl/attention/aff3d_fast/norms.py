@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .algebra import fold_bn
+from .algebra import affine, fold_bn
 
 # ---------------------------------------------------------------------------------------------
 # Which norms
@@ -163,8 +163,7 @@ def norm_small_map(bn: nn.Module, x: torch.Tensor, update: bool, weight=None, bi
     weight = bn.weight if weight is None else weight
     bias = bn.bias if bias is None else bias
     mean, var = batch_statistics(bn, x, update)
-    scale, shift = fold_bn(weight, bias, mean, var, bn.eps)
-    return torch.addcmul(shift[:, None, None], x, scale[:, None, None])
+    return affine(x, *fold_bn(weight, bias, mean, var, bn.eps))
 
 
 def spatial_norm(bn: nn.Module, x: torch.Tensor, update: bool) -> torch.Tensor:
@@ -181,11 +180,9 @@ def spatial_norm(bn: nn.Module, x: torch.Tensor, update: bool) -> torch.Tensor:
 
 def normalized(R, mean, var, weight, bias, eps):
     """BN(R) with given statistics, in R's dtype and memory format: one pass of PyTorch's own kernel, or,
-    where autograd must also differentiate the statistics (batch statistics on the plain-autograd route,
-    as under torch.compile in training), the affine map scale R + shift, which it differentiates."""
+    where autograd must also differentiate the statistics, the affine map scale R + shift, which it does."""
     if torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad):
-        scale, shift = fold_bn(weight, bias, mean, var, eps)
-        return torch.addcmul(shift[:, None, None], R, scale[:, None, None]).to(R.dtype)
+        return affine(R, *fold_bn(weight, bias, mean, var, eps)).to(R.dtype)
     return F.batch_norm(R, mean, var, weight, bias, False, 0.0, eps)
 
 

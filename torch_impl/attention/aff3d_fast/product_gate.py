@@ -1,49 +1,19 @@
-"""The fused tail of a 3D-AFF block: F_ex's second convolution, the sigmoid, eq. 7 and the ReLU.
-
-One pass over the C x H x W map computes
+"""The product form's gate: F_ex's second convolution, the sigmoid, eq. 7 and the block's ReLU, one pass.
 
     out = act( U * sigma(W_2' h + b_2') [+ X_l] ),     U = R * scale + shift (or U = R)
 
 where ``h`` (N, C/d, H, W) is F_ex's hidden map after ReLU, ``W_2'`` (C, C/d) and ``b_2'`` (C) are
-F_ex's second convolution with its batch norm folded in (``aff3d_fast.algebra.fold_bn``), ``act`` is the
+F_ex's second convolution with its batch norm folded in (``algebra.fold_bn``), ``act`` is the
 block's ReLU or nothing, and ``scale``/``shift`` (C) optionally apply the block's last batch norm on
-the fly, so that U = BN(R) is never stored for backward (``aff3d_fast.training.FusedTail``).
-
-``gate_forward`` and ``gate_backward`` dispatch to Triton kernels (``gate_triton.py``) on CUDA and to
-the plain PyTorch below everywhere else. The PyTorch versions are the specification: the Triton
-kernels are tested against them (on CPU through Triton's interpreter, and on a GPU when present).
+the fly (``algebra.affine``), so that U = BN(R) is never stored for backward (``training.FusedTail``).
+Used by the routes ``folded`` (forward) and ``fused_tail`` (forward and the hand-written backward).
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-
 import torch
 
-# Set AFF3D_TRITON=0 to force the PyTorch path on CUDA (for timing comparisons and debugging).
-_TRITON_ENV = "AFF3D_TRITON"
-
-
-def _triton_module():
-    """``gate_triton``, imported on first use (importing Triton costs time CPU-only users need not pay)."""
-    return importlib.import_module(".gate_triton", __package__)
-
-
-def triton_enabled(t: torch.Tensor, hidden_channels: int) -> bool:
-    """Whether the Triton kernels serve this call: CUDA tensor, Triton importable, a supported dtype."""
-    if not t.is_cuda or os.environ.get(_TRITON_ENV, "1") == "0":
-        return False
-    gt = _triton_module()
-    supported = t.dtype in (torch.float32, torch.bfloat16, torch.float16)
-    return gt.available() and supported and hidden_channels <= gt.MAX_HIDDEN
-
-
-def _residual(R: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None) -> torch.Tensor:
-    """U = R * scale + shift per channel (the block's batch norm), or R itself, in float32 or wider."""
-    if scale is None:
-        return R
-    return torch.addcmul(shift[:, None, None], R, scale[:, None, None])
+from .algebra import affine
 
 
 def _logits(hid: torch.Tensor, W2: torch.Tensor, b2: torch.Tensor | None) -> torch.Tensor:
@@ -73,10 +43,10 @@ def _logits_owned(hid: torch.Tensor, W2: torch.Tensor, b2: torch.Tensor | None, 
     return z
 
 
-def gate_forward_torch(R, X, hid, W2, b2, scale=None, shift=None, add=True, relu=True) -> torch.Tensor:
-    """Reference of the fused forward pass (see the module docstring)."""
+def gate_forward(R, X, hid, W2, b2, scale=None, shift=None, add=True, relu=True) -> torch.Tensor:
+    """out = act(U * sigma(W_2' h + b_2') [+ X_l]) (see the module docstring), no full-size copy without autograd."""
     N, C, H, W = R.shape
-    U = _residual(R, scale, shift)
+    U = affine(R, scale, shift)
     tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (hid, W2, b2, U, X) if t is not None)
     z = _logits(hid, W2, b2) if tracked else _logits_owned(hid, W2, b2, H, W)
     if tracked or U.dtype != z.dtype or X.dtype != z.dtype:
@@ -90,8 +60,8 @@ def gate_forward_torch(R, X, hid, W2, b2, scale=None, shift=None, add=True, relu
     return out.to(R.dtype)
 
 
-def gate_backward_torch(dout, out, R, hid, W2, b2, scale=None, shift=None, add=True, relu=True):
-    """Reference of the fused backward pass.
+def gate_backward(dout, out, R, hid, W2, b2, scale=None, shift=None, add=True, relu=True):
+    """Gradients of ``gate_forward``.
 
     With y = U * G (+ X), G = sigma(z), z = W_2' h + b_2', out = act(y):
         dy  = dout * [out > 0]           (ReLU's derivative, 0 at 0 as in torch.relu)
@@ -103,7 +73,7 @@ def gate_backward_torch(dout, out, R, hid, W2, b2, scale=None, shift=None, add=T
     N, C, H, W = R.shape
     Cd = hid.shape[1]
     dy = dout * (out > 0) if relu else dout
-    U = _residual(R, scale, shift)
+    U = affine(R, scale, shift)
     G = torch.sigmoid(_logits(hid, W2, b2)).view(N, C, H, W)
     dU = dy * G
     dz = (dy * U * G * (1 - G)).reshape(N, C, H * W).to(W2.dtype)
@@ -112,17 +82,3 @@ def gate_backward_torch(dout, out, R, hid, W2, b2, scale=None, shift=None, add=T
     dW2 = torch.bmm(dz, h.transpose(1, 2)).sum(0)
     db2 = dz.sum((0, 2))
     return dU, (dy if add else None), dh, dW2, db2
-
-
-def gate_forward(R, X, hid, W2, b2, scale=None, shift=None, add=True, relu=True) -> torch.Tensor:
-    """out = act(U * sigma(W_2' h + b_2') [+ X]); Triton on CUDA, PyTorch elsewhere."""
-    if triton_enabled(R, hid.shape[1]):
-        return _triton_module().gate_forward(R, X, hid, W2, b2, scale, shift, add, relu)
-    return gate_forward_torch(R, X, hid, W2, b2, scale, shift, add, relu)
-
-
-def gate_backward(dout, out, R, hid, W2, b2, scale=None, shift=None, add=True, relu=True):
-    """Gradients of ``gate_forward`` (see ``gate_backward_torch``); Triton on CUDA, PyTorch elsewhere."""
-    if triton_enabled(R, hid.shape[1]):
-        return _triton_module().gate_backward(dout, out, R, hid, W2, b2, scale, shift, add, relu)
-    return gate_backward_torch(dout, out, R, hid, W2, b2, scale, shift, add, relu)

@@ -1,6 +1,6 @@
 """The table gate: 3D-AFF's F_ex as a per-sample lookup table, C operations per pixel instead of C * C/d.
 
-Exact, like ``aff3d_fast``: every step below is an identity, proved in float64 to 1e-10 by
+The fast path's route ``table`` (CPU training on channels_last maps). Exact: every step below is an identity, proved in float64 to 1e-10 by
 ``tests/test_table_gate.py`` against the straightforward module and ``reference_numpy``.
 
 Symbols as in the paper: U the residual, X_l the shortcut, M_c (eq. 4: M_c^r = F_sq(U) or
@@ -51,8 +51,8 @@ Cost for the final design (concatenation, k = 3, d = 16), multiply-accumulates p
 18C for the spatial projection, C for the lookup, and 5 C K per sample for v and the tables
 (``torch_impl.benchmark_sections.network_macs`` counts a whole network: 0.111 G over ResNet-50's
 4.09 G, a floor of 1.027x, against 0.306 G for ``aff3d_fast``).
-The fused pass of the lookup, the sigmoid, eq. 7 and the block's ReLU is
-``torch_impl.kernels.gate_cpu``.
+The tail (the lookup, the sigmoid, eq. 7 and the block's ReLU) is specified, and compiled into one
+CPU pass, in ``table_gate_cpu_pass``.
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..kernels import gate_cpu
-from .aff3d_fast.algebra import channel_squeeze_split, fold_bn, rank1_fex_input, spatial_conv_layout
-from .aff3d_fast.norms import batch_statistics, spatial_norm
+from . import table_gate_cpu_pass
+from .algebra import channel_squeeze_split, compute_dtype, fold_bn, rank1_fex_input, spatial_conv_split
+from .norms import batch_statistics, spatial_norm
 
 # ---------------------------------------------------------------------------------------------
 # The algebra, pure functions (steps 2-6)
@@ -203,33 +203,13 @@ class TableLogits(torch.autograd.Function):
         return dm, None, G0, G1
 
 
-def tail_forward_torch(U, X, m, idx, alpha, beta, add: bool, relu: bool) -> torch.Tensor:
-    """The block's tail through the table: act(U * sigma(z) [+ X_l]), z from ``lookup`` (eqs. 2, 7)."""
-    G = torch.sigmoid(lookup(m, idx, alpha, beta))
-    out = torch.addcmul(X, U, G) if add else U * G
-    return (out.relu() if relu else out).to(U.dtype)
-
-
-def tail_backward_torch(dout, out, U, m, idx, alpha, beta, add: bool, relu: bool):
-    """Gradients of ``tail_forward_torch``: dy = dout [out > 0], dU = dy G, g = dy U G (1 - G) = dL/dz,
-    then step 5. Returns (dU, dX or None, dm, G0, G1)."""
-    G = torch.sigmoid(lookup(m, idx, alpha, beta))
-    dy = dout * (out > 0) if relu else dout
-    g = dy * U * G * (1 - G)
-    dm, G0, G1 = lookup_backward(g.to(beta.dtype), m, idx, beta)
-    return (dy * G).to(U.dtype), (dy if add else None), dm, G0, G1
-
-
 class TableTail(torch.autograd.Function):
     """act(U * sigma(alpha[i(m)] + beta[i(m)] m) [+ X_l]) keeping U, the output, m, i and the tables:
-    the (N, C, H, W) logits and gate are recomputed in backward, never stored. One fused pass each
-    way (``kernels.gate_cpu``) where available, the PyTorch specification above otherwise."""
+    the (N, C, H, W) logits and gate are recomputed in backward, never stored (``table_gate_cpu_pass``)."""
 
     @staticmethod
     def forward(ctx, U, X, m, idx, alpha, beta, add: bool, relu: bool):
-        out = gate_cpu.tail_forward(U, X, m, idx, alpha, beta, add, relu) if gate_cpu.enabled(U) else None
-        if out is None:  # no fused pass for this call (layout, device) or on this machine
-            out = tail_forward_torch(U, X, m, idx, alpha, beta, add, relu)
+        out = table_gate_cpu_pass.tail_forward(U, X, m, idx, alpha, beta, add, relu)
         ctx.flags = add, relu
         ctx.save_for_backward(U, out if relu else None, m, idx, alpha, beta)
         return out
@@ -237,9 +217,7 @@ class TableTail(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         U, out, m, idx, alpha, beta = ctx.saved_tensors
-        args = (dout, out, U, m, idx, alpha, beta, *ctx.flags)
-        grads = gate_cpu.tail_backward(*args) if gate_cpu.enabled(U) else None
-        dU, dX, dm, G0, G1 = grads if grads is not None else tail_backward_torch(*args)
+        dU, dX, dm, G0, G1 = table_gate_cpu_pass.tail_backward(dout, out, U, m, idx, alpha, beta, *ctx.flags)
         return dU, dX, dm, None, G0, G1, None, None
 
 
@@ -298,9 +276,9 @@ def tables(m: nn.Module, M_c: torch.Tensor, M_s: torch.Tensor, update: bool = Tr
 def gate_tables(m: nn.Module, U: torch.Tensor, X: torch.Tensor, update: bool = True):
     """Eqs. 4, 5 from the maps U, X_l, then ``tables``: (M_s (N, 1, H, W), idx, alpha, beta, edges, neg_before)."""
     design = m.design
-    cdt = torch.promote_types(U.dtype, torch.float32)
+    cdt = compute_dtype(U)
     M_c = channel_squeeze_split(U, X, design).to(cdt)  # eq. 4
-    M_s = spatial_norm(m.spatial.bn, spatial_conv_layout(U, X, m.spatial.conv.weight, design), update).to(cdt)  # eq. 5
+    M_s = spatial_norm(m.spatial.bn, spatial_conv_split(U, X, m.spatial.conv.weight, design), update).to(cdt)  # eq. 5
     return (M_s, *tables(m, M_c, M_s, update))
 
 
@@ -310,7 +288,7 @@ def table_forward(m: nn.Module, R: torch.Tensor, X: torch.Tensor, norm: nn.Modul
 
     ``m`` an ``AFF3D`` with ``supports(m)``; R, X (N, C, H, W); any grad mode, train or eval (BN
     running statistics updated as nn.BatchNorm2d does). The lookup, sigmoid, eq. 7 and ReLU run as one
-    fused pass (``kernels.gate_cpu``) where it is available, else as PyTorch operations.
+    compiled pass (``table_gate_cpu_pass``) where it serves the call, else as its specification.
     """
     if not supports(m, norm):
         raise ValueError(f"table gate: needs an F_ex design with BatchNorm2d or no norm in F_ex, got {m.design}")

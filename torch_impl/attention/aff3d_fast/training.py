@@ -1,4 +1,4 @@
-"""Training: the fast forward under autograd, and ``FusedTail``, its memory-saving autograd Function.
+"""Training on the product form: ``FusedTail``, the memory-saving autograd Function of route ``fused_tail``.
 
 The forward splits into three parts by the size of what they touch:
 
@@ -6,11 +6,8 @@ The forward splits into three parts by the size of what they touch:
                 projections T and the per-sample sums S (``full_map.full_map_reductions``);
     small graph T, S -> M_s, M_c -> F_ex's hidden map h (N, C/d, H, W) and F_ex's second
                 convolution with its BN folded, (W_2', b_2') (``small_graph``): maps of at most
-                C/d channels and vectors; or, with ``Plan.table``, F_ex as the table gate's
-                per-sample tables alpha, beta (N, C/d + 1, C) and each pixel's interval
-                (``small_graph_table``, ``attention.table_gate``);
-    gate        out = act(U * sigma(W_2' h + b_2') [+ X_l]), one pass (``kernels.gate``), or
-                out = act(U * sigma(alpha[i] + beta[i] M_s) [+ X_l]) (``kernels.table_triton``).
+                C/d channels and vectors;
+    gate        out = act(U * sigma(W_2' h + b_2') [+ X_l]), one pass (``product_gate``).
 
 ``FusedTail`` keeps for backward only R, X_l, the output (which the plain ResNet block keeps too)
 and T, S; U, the gate and its logits are recomputed. Its backward re-runs the small graph under
@@ -27,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ...kernels import gate as gate_kernels
-from .. import table_gate
+from . import product_gate
 from .algebra import (
+    compute_dtype,
     fex_hidden,
     fold_bn,
     linear_batch_stats,
@@ -38,7 +35,7 @@ from .algebra import (
     split_spatial_weight,
     tap_weights,
 )
-from .full_map import autocast_off, compute_dtype, full_map_reductions, memory_format, project_back, tap_weight_grad
+from .full_map import autocast_off, full_map_reductions, memory_format, project_back, tap_weight_grad
 from .norms import batch_statistics, norm_backward, norm_small_map, normalized
 
 
@@ -50,7 +47,6 @@ class Plan:
     norm: nn.Module | None  # the block's last norm, applied on the fly (U = norm(R)), or None (U = R)
     add: bool  # add the shortcut X_l (eq. 7)
     relu: bool  # the block's ReLU
-    table: bool = False  # F_ex through the table gate (route "fused_table") instead of the product form
 
 
 def weights(m: nn.Module, norm: nn.Module | None) -> list:
@@ -83,13 +79,6 @@ def residual_and_norm(plan: Plan, R: torch.Tensor, nw, nb, update: bool):
     return normalized(R, mean, var, nw, nb, bn.eps), scale, shift, mean, var
 
 
-def _small_maps(plan: Plan, T, S, HW: int, w: list, update: bool):
-    """M_c (eq. 4) and M_s (eq. 5) from the taps T and sums S."""
-    M_c = S / HW  # eq. 4
-    M_s = norm_small_map(plan.module.spatial.bn, shift_sum(T, plan.module.design.kernel_size), update, w[3], w[4])
-    return M_c, M_s
-
-
 def small_graph(plan: Plan, T, S, HW: int, w: list, update: bool):
     """From taps T and sums S to F_ex's hidden map h and the folded second convolution (W_2', b_2').
 
@@ -97,7 +86,8 @@ def small_graph(plan: Plan, T, S, HW: int, w: list, update: bool):
     """
     m = plan.module
     _, _, _, _, _, W1, b1, bn1_w, bn1_b, W2, b2, bn2_w, bn2_b = w
-    M_c, M_s = _small_maps(plan, T, S, HW, w, update)
+    M_c = S / HW  # eq. 4
+    M_s = norm_small_map(m.spatial.bn, shift_sum(T, m.design.kernel_size), update, w[3], w[4])  # eq. 5
     v, r = rank1_fex_input(M_c, W1.flatten(1), b1)  # eqs. 1, 6: W_1 M_3D = v + r M_s
     h = F.relu(norm_small_map(m.fex.bn1, fex_hidden(v, r, M_s), update, bn1_w, bn1_b))
     W2m = W2.flatten(1)
@@ -111,56 +101,13 @@ def small_graph(plan: Plan, T, S, HW: int, w: list, update: bool):
     return h, scale[:, None] * W2m, b2f
 
 
-def small_graph_table(plan: Plan, T, S, HW: int, w: list, update: bool):
-    """From taps T and sums S to (M_s, each pixel's interval, alpha, beta): the table gate's steps 1-6."""
-    M_c, M_s = _small_maps(plan, T, S, HW, w, update)
-    idx, alpha, beta, _, _ = table_gate.tables(plan.module, M_c, M_s, update, w[5:])
-    return M_s, idx, alpha, beta
-
-
-def _table_triton(R: torch.Tensor, rows: int):
-    """``kernels.table_triton`` where it serves this call, else None (imported on first CUDA use)."""
-    if not R.is_cuda:
-        return None
-    from ...kernels import table_triton
-
-    return table_triton if table_triton.enabled(R, rows) else None
-
-
-def table_gate_forward(R, X, M_s, idx, alpha, beta, scale, shift, add: bool, relu: bool):
-    """act(U sigma(alpha[i] + beta[i] M_s) [+ X_l]), U = R * scale + shift (or R): Triton on CUDA,
-    ``table_gate.tail_forward_torch`` elsewhere."""
-    kernels = _table_triton(R, alpha.shape[1])
-    if kernels is not None:
-        return kernels.tail_forward(R, X, M_s, idx, alpha, beta, scale, shift, add, relu)
-    U = R if scale is None else torch.addcmul(shift[:, None, None], R, scale[:, None, None])
-    return table_gate.tail_forward_torch(U, X, M_s, idx, alpha, beta, add, relu).to(R.dtype)
-
-
-def table_gate_backward(dout, out, R, M_s, idx, alpha, beta, scale, shift, add: bool, relu: bool):
-    """Gradients of ``table_gate_forward``: (dU, dX_l or None, dM_s, G0, G1) (``table_gate`` step 5)."""
-    kernels = _table_triton(R, alpha.shape[1])
-    if kernels is not None:
-        return kernels.tail_backward(dout, out, R, M_s, idx, alpha, beta, scale, shift, add, relu)
-    U = R if scale is None else torch.addcmul(shift[:, None, None], R, scale[:, None, None])
-    return table_gate.tail_backward_torch(dout, out, U, M_s, idx, alpha, beta, add, relu)
-
-
-def tail_forward(plan: Plan, R, X, w: list, update: bool, gate_fn=gate_kernels.gate_forward):
-    """The whole fast forward (any grad mode); returns out and what ``FusedTail``'s backward needs."""
+def tail_forward(plan: Plan, R, X, w: list, update: bool):
+    """The fast forward without autograd; returns out and what ``FusedTail``'s backward needs."""
     m = plan.module
     U, scale, shift, mean, var = residual_and_norm(plan, R, w[0], w[1], update)
     T, S = full_map_reductions(m, U, X, w[2])
-    HW = R.shape[2] * R.shape[3]
-    if plan.table:  # the table gate's kernel re-derives U from R on the fly
-        M_s, idx, alpha, beta = small_graph_table(plan, T, S, HW, w, update)
-        out = table_gate_forward(R, X, M_s, idx, alpha, beta, scale, shift, plan.add, plan.relu)
-        return out, T, S, (scale, shift, mean, var)
-    h, W2f, b2f = small_graph(plan, T, S, HW, w, update)
-    if gate_fn is gate_kernels.gate_forward_torch:
-        out = gate_fn(U, X, h, W2f, b2f, None, None, plan.add, plan.relu)
-    else:  # the fused kernel re-derives U from R on the fly
-        out = gate_fn(R, X, h, W2f, b2f, scale, shift, plan.add, plan.relu)
+    h, W2f, b2f = small_graph(plan, T, S, R.shape[2] * R.shape[3], w, update)
+    out = product_gate.gate_forward(R, X, h, W2f, b2f, scale, shift, plan.add, plan.relu)  # U = R scale + shift
     return out, T, S, (scale, shift, mean, var)
 
 
@@ -190,34 +137,24 @@ class FusedTail(torch.autograd.Function):
         N, C, H, W = R.shape
         cdt = compute_dtype(R)
 
-        # Small graph again, under autograd: T, S -> h, (W_2', b_2') or M_s, (alpha, beta). Batch
+        # Small graph again, under autograd: T, S -> h, (W_2', b_2'). Batch
         # statistics are recomputed from the same T and S (equal to forward's), running statistics left alone.
         with torch.enable_grad(), autocast_off(R):
             T_ = T.detach().requires_grad_()
             S_ = S.detach().requires_grad_()
             w_ = [None if t is None else t.detach().requires_grad_(t.requires_grad) for t in w]
-            if plan.table:
-                M_s, idx, alpha, beta = small_graph_table(plan, T_, S_, H * W, w_, update=False)
-            else:
-                h, W2f, b2f = small_graph(plan, T_, S_, H * W, w_, update=False)
+            h, W2f, b2f = small_graph(plan, T_, S_, H * W, w_, update=False)
 
-        # The gate, by hand (one pass). The product form (``gate_backward_torch`` gives the formulas), with
+        # The gate, by hand (one pass; ``product_gate.gate_backward`` gives the formulas), with
         # G = sigma(W_2' h + b_2'), y = U * G (+ X_l), out = act(y):
         #   dy = dout * [out > 0];  dU = dy * G (the direct term);  dX_l = dy;
         #   dz = dy * U * G (1 - G);  dh = W_2'^T dz;  dW_2' = sum dz h^T;  db_2' = sum dz
-        # The table gate, with G = sigma(alpha[i] + beta[i] M_s) (``table_gate`` step 5): the same dU, dX_l
-        # and dz, then dM_s = beta[i] . dz, dalpha[i] = sum_{p in i} dz, dbeta[i] = sum_{p in i} dz M_s.
         dout = dout.contiguous(memory_format=memory_format(R))
         with torch.no_grad(), autocast_off(R):
-            if plan.table:
-                dU, dy, dM_s, G0, G1 = table_gate_backward(dout, out, R, M_s.detach(), idx, alpha.detach(),
-                                                           beta.detach(), scale, shift, plan.add, plan.relu)
-                small_outs = ((M_s, dM_s), (alpha, G0), (beta, G1))
-            else:
-                dU, dy, dh, dW2f, db2f = gate_kernels.gate_backward(
-                    dout, out, R, h.detach(), W2f.detach(), b2f.detach(), scale, shift, plan.add, plan.relu,
-                )
-                small_outs = ((h, dh), (W2f, dW2f), (b2f, db2f))
+            dU, dy, dh, dW2f, db2f = product_gate.gate_backward(
+                dout, out, R, h.detach(), W2f.detach(), b2f.detach(), scale, shift, plan.add, plan.relu,
+            )
+            small_outs = ((h, dh), (W2f, dW2f), (b2f, db2f))
 
         # From the small outputs' gradients back to T, S and the small layers' weights: autograd.
         small_leaves = [t for t in w_[3:] if t is not None and t.requires_grad]
