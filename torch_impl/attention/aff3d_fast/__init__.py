@@ -93,7 +93,7 @@ __all__ = [
 #       statistics): it paid from H W >= 16 (K + 1) pixels (0.89-0.91x the next route's time there);
 #   "product": the product form has a fixed cost per call (its custom Function, re-running the small graph
 #       in backward): it paid from C H W >= 16384 values per sample, in NCHW only (in channels_last it was
-#       1.3-2.2x slower than the ``autograd`` route at every measured shape).
+#       1.5-2.5x slower than the ``autograd`` route at every measured shape).
 SIZE_RULE = {"straightforward": 16, "table": 16, "product": 16384}
 
 
