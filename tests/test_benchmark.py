@@ -14,7 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from torch_impl import benchmark, benchmark_cuda, benchmark_report
+from torch_impl import benchmark
+from torch_impl.benchmark import models as bench_models
+from torch_impl.benchmark import provenance
+from torch_impl.benchmark import report as benchmark_report
+from torch_impl.benchmark.timing import ratios
+
+MODELS = bench_models.MODELS
+
+
+def _ratios(values, higher_is_better):
+    return ratios(values, bench_models.BASELINE, higher_is_better)
 
 
 def _tiny(tmp_path: Path, *extra: str) -> list[str]:
@@ -32,9 +42,9 @@ def test_cpu_smoke_run_writes_json_chart_and_table(smoke_run):
     tmp_path, results = smoke_run
     res = json.loads((tmp_path / "bench_cpu.json").read_text())
     assert res == json.loads(json.dumps(results["cpu"]))
-    assert set(res["latency_b1_ms"]) == set(benchmark.MODELS)
+    assert set(res["latency_b1_ms"]) == set(MODELS)
     assert res["latency_b1_ratio"]["resnet50"] == 1.0
-    for name in benchmark.MODELS:
+    for name in MODELS:
         assert len(res["latency_b1_samples_ms"][name]) == 2
         assert res["latency_b1_ms"][name] > 0 and res["throughput_b2_img_s"][name] > 0
         expected = res["latency_b1_ms"][name] / res["latency_b1_ms"]["resnet50"]
@@ -52,7 +62,7 @@ def test_cpu_smoke_run_writes_json_chart_and_table(smoke_run):
 def test_section_files_combine_into_one_report(smoke_run):
     """A CUDA section written on another machine joins the CPU one in the table and the chart."""
     tmp_path, _ = smoke_run
-    models = benchmark.MODELS
+    models = MODELS
     fake_cuda = {
         "section": "cuda", "batch": 256, "image_size": 224, "reps": 1, "steps_per_rep": 1,
         "train_img_s": dict(zip(models, (3000.0, 2800.0, 1500.0, 2750.0))),
@@ -60,8 +70,8 @@ def test_section_files_combine_into_one_report(smoke_run):
         "machine": {"gpu": "test GPU", "torch": "x", "triton": "y", "date": "today"},
         "fused_block_tail": True,
     }
-    fake_cuda["train_time_ratio"] = benchmark._ratios(fake_cuda["train_img_s"], True)
-    fake_cuda["peak_memory_ratio"] = benchmark._ratios(fake_cuda["peak_memory_gib"], False)
+    fake_cuda["train_time_ratio"] = _ratios(fake_cuda["train_img_s"], True)
+    fake_cuda["peak_memory_ratio"] = _ratios(fake_cuda["peak_memory_gib"], False)
     assert fake_cuda["train_time_ratio"]["aff3d_resnet50_straightforward"] == 2.0
     (tmp_path / "bench_cuda.json").write_text(json.dumps(fake_cuda))
     sections = benchmark_report.load_sections(tmp_path / "bench")
@@ -70,13 +80,14 @@ def test_section_files_combine_into_one_report(smoke_run):
     assert "CUDA training (test GPU" in md and "| 3D-AFF-ResNet-50, fast | 2750 | 1.091 |" in md
     # the CPU section measured this checkout; the fake CUDA one records no code fingerprint
     cpu_part, cuda_part = md.split("## CUDA training")
-    assert "stale" not in cpu_part.split("## ")[1] and "**stale: measured before the code fingerprint" in cuda_part
+    assert "older code" not in cpu_part.split("## ")[1]
+    assert "**older code (measured unknown date)**: measured before the code fingerprint" in cuda_part
     assert benchmark_report.write_chart(tmp_path / "bench", sections).stat().st_size > 0
-    # the table-gate variant the CUDA section also times gets its own row, after the four models
-    fake_cuda["train_img_s"][benchmark_cuda.TABLE_FORM] = 2000.0
-    fake_cuda["peak_memory_gib"][benchmark_cuda.TABLE_FORM] = 22.0
-    fake_cuda["train_time_ratio"] = benchmark._ratios(fake_cuda["train_img_s"], True)
-    fake_cuda["peak_memory_ratio"] = benchmark._ratios(fake_cuda["peak_memory_gib"], False)
+    # a variant an older file carries (the table gate on CUDA) gets its own row, after the four models
+    fake_cuda["train_img_s"]["aff3d_resnet50_fast_table"] = 2000.0
+    fake_cuda["peak_memory_gib"]["aff3d_resnet50_fast_table"] = 22.0
+    fake_cuda["train_time_ratio"] = _ratios(fake_cuda["train_img_s"], True)
+    fake_cuda["peak_memory_ratio"] = _ratios(fake_cuda["peak_memory_gib"], False)
     (tmp_path / "bench_cuda.json").write_text(json.dumps(fake_cuda))
     md = benchmark_report.write_markdown(tmp_path / "bench", benchmark_report.load_sections(tmp_path / "bench"))
     rows = [line for line in md.read_text().split("## CUDA training")[1].splitlines() if line.startswith("| 3D-AFF")]
@@ -87,7 +98,7 @@ def test_section_files_combine_into_one_report(smoke_run):
 def test_cpu_profile_lists_each_models_extra_time(tmp_path):
     benchmark.main(_tiny(tmp_path, "--profile"))
     text = (tmp_path / "bench_cpu_profile.txt").read_text()
-    for name in benchmark.MODELS[1:]:
+    for name in MODELS[1:]:
         assert f"== {name}: " in text
     # the convolutions are in every model: their row shows both columns
     assert "aten::mkldnn_convolution" in text or "aten::convolution" in text
@@ -130,11 +141,11 @@ def test_fused_block_tail_is_read_from_the_blocks():
     from torch_impl.models.registry import create_model
 
     model = create_model("aff3d_resnet50")
-    assert benchmark.fused_block_tail(model)
+    assert bench_models.fused_block_tail(model)
     for m in model.modules():
         if hasattr(m, "impl"):
             m.impl = "straightforward"
-    assert not benchmark.fused_block_tail(model)
+    assert not bench_models.fused_block_tail(model)
 
 
 def test_module_runs_as_a_command(tmp_path):
@@ -142,47 +153,30 @@ def test_module_runs_as_a_command(tmp_path):
     assert res.returncode == 0 and "--quick" in res.stdout and "--reps" in res.stdout
 
 
-def test_a_section_measured_on_other_code_is_marked_stale(smoke_run):
+def test_a_section_measured_on_other_code_is_labelled_older(smoke_run):
     tmp_path, results = smoke_run
     section = json.loads(json.dumps(results["cpu"]))
-    assert section["machine"]["code_id"] == benchmark_report.code_id() and benchmark_report.freshness(section) == ""
-    section["machine"]["code_id"] = "0123456789ab"
+    assert set(section["code"]) >= {"commit", "dirty", "sources_sha256"} and len(section["code"]["sources_sha256"]) == 16
+    section["code"] = provenance.code_fingerprint()  # (the smoke run's, unless a source was edited since)
+    assert provenance.matches_current(section)
+    assert provenance.label(section) == "current code" and benchmark_report.freshness(section) == ""
+    section["code"]["sources_sha256"] = "0123456789abcdef"
+    assert not provenance.matches_current(section)
+    assert provenance.label(section) == f"older code (measured {section['machine']['date'][:10]})"
     why = benchmark_report.freshness(section)
-    assert why == f"stale: measured on code 0123456789ab, the checkout is {benchmark_report.code_id()}"
+    assert why == f"stale: measured on code 0123456789ab, the checkout is {provenance.sources_sha256()[:12]}"
     (tmp_path / "older_cpu.json").write_text(json.dumps(section))
     md = benchmark_report.write_markdown(tmp_path / "older", benchmark_report.load_sections(tmp_path / "older"))
-    assert f"**{why}**" in md.read_text()
+    assert f"**{provenance.label(section)}**: the code fingerprint it records, 0123456789ab, is not" in md.read_text()
 
 
-def test_each_cuda_model_is_timed_under_its_own_environment(monkeypatch):
-    """The table-gate variant runs with AFF3D_TABLE=1; the others and everything after see the
-    environment as it was (set or unset)."""
-    import os
-
-    for before in (None, "0"):
-        if before is None:
-            monkeypatch.delenv("AFF3D_TABLE", raising=False)
-        else:
-            monkeypatch.setenv("AFF3D_TABLE", before)
-        with benchmark_cuda._env_of(benchmark_cuda.TABLE_FORM):
-            assert os.environ["AFF3D_TABLE"] == "1"
-        assert os.environ.get("AFF3D_TABLE") == before
-        with benchmark_cuda._env_of("aff3d_resnet50_fast"):
-            assert os.environ.get("AFF3D_TABLE") == before
-
-
-def test_a_compiled_cuda_section_reports_the_models_it_timed(tmp_path):
-    """``--compile`` times ResNet-50 and the fast 3D-AFF only: the table and the chart show those two."""
-    assert benchmark.parse_args(["--compile"]).compile
+def test_a_compile_flag_asks_for_the_compiled_section():
+    """``--compile`` (or ``--compile-mode``) runs the compiled section; its modes are checked."""
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            benchmark.parse_args(["--compile"])
+    args = benchmark.parse_args(["--compile", "--device", "cpu"])
+    assert args.compile and args.sections == ["compiled"] and args.compile_mode == ["default"]
+    args = benchmark.parse_args(["--device", "cpu", "--compile-mode", "default,reduce-overhead", "--sections", "cpu"])
+    assert args.sections == ["cpu", "compiled"] and args.compile_mode == ["default", "reduce-overhead"]
     assert not benchmark.parse_args([]).compile
-    img_s, mem = {"resnet50": 3000.0, "aff3d_resnet50_fast": 2000.0}, {"resnet50": 10.0, "aff3d_resnet50_fast": 12.0}
-    section = {"section": "cuda", "compiled": True, "batch": 256, "image_size": 224, "reps": 1, "steps_per_rep": 1,
-               "train_img_s": img_s, "peak_memory_gib": mem, "train_time_ratio": benchmark._ratios(img_s, True),
-               "peak_memory_ratio": benchmark._ratios(mem, False), "fused_block_tail": True,
-               "machine": {"gpu": "test GPU", "torch": "x", "triton": "y", "date": "today"}}
-    (tmp_path / "c_cuda.json").write_text(json.dumps(section))
-    sections = benchmark_report.load_sections(tmp_path / "c")
-    md = benchmark_report.write_markdown(tmp_path / "c", sections).read_text()
-    assert "torch.compile, " in md and "| 3D-AFF-ResNet-50, fast | 2000 | 1.500 | 12.00 | 1.200 |" in md
-    assert "straightforward" not in md and "SE-ResNet-50" not in md
-    assert benchmark_report.write_chart(tmp_path / "c", sections).stat().st_size > 0

@@ -12,7 +12,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from torch_impl import benchmark, benchmark_routes, benchmark_sections
+from torch_impl import benchmark, benchmark_routes
+from torch_impl.benchmark import sections as benchmark_sections
+from torch_impl.benchmark import timing
 from torch_impl.attention import AFF3D
 from torch_impl.models.registry import create_model
 
@@ -75,8 +77,8 @@ def test_sections_smoke_run(tmp_path):
 def test_per_round_ratio_quartiles_pair_each_round():
     """Round r's ratio is t_n[r] / t_baseline[r]: a burst that slows both in one round cancels."""
     samples = {"base": [1.0, 2.0, 1.0, 1.0, 4.0], "x": [1.2, 2.4, 1.1, 1.3, 4.8]}
-    q = benchmark_sections._paired_ratio_quartiles(samples, lambda n: "base")
+    q = timing.paired_ratio_quartiles(samples, lambda n: "base")
     assert q["base"] == [1.0, 1.0, 1.0]
     assert q["x"] == [1.2, 1.2, 1.2]  # ratios 1.2, 1.2, 1.1, 1.3, 1.2
-    one = benchmark_sections._paired_ratio_quartiles({"base": [2.0], "x": [3.0]}, lambda n: "base")
+    one = timing.paired_ratio_quartiles({"base": [2.0], "x": [3.0]}, lambda n: "base")
     assert one["x"] == [1.5, 1.5, 1.5]

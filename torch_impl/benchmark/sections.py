@@ -7,53 +7,36 @@
                arithmetic floor), and CPU inference of 3D-AFF-ResNet-50 through the table against
                ResNet-50, channels_last, batch 1 and a batch
     routes     where CPU training leaves the fast forms for the small_map route: one module's
-               forward + backward per route at the notebooks' shapes (``benchmark_routes``)
+               forward + backward per route at the notebooks' shapes (``torch_impl.benchmark_routes``)
     detection  a training step of the detectron2 backbone (3D-AFF-R50-FPN against R50-FPN); skipped,
                with the reason, where detectron2 is not installed
 
 Same protocol as the benchmark: one process, models built up front, repetitions interleaved in a
 rotating order, medians; each section records the machine's load average beside its figures.
 The fast path's dispatch (``aff3d_fast``) serves the table gate in CPU channels_last training;
-``use_table_gate`` routes a model's 3D-AFF modules to ``attention.table_gate.table_forward`` in
+``use_table_gate`` routes a model's 3D-AFF modules to ``attention.aff3d_fast.table_gate.table_forward`` in
 every mode (inference too), to measure it where the dispatch keeps the product form.
 """
 
 from __future__ import annotations
 
 import functools
-import statistics
 import time
 
 import torch
 from torch import nn
 
-from .benchmark_timing import interleaved_calls, load_average
+from .timing import interleaved_calls, load_average, medians_ms, paired_ratio_quartiles
 
 SECTIONS = ("small", "table", "routes", "detection")
 SMALL = ("resnet20_cifar", "se_resnet20_cifar", "aff3d_resnet20_cifar")
 
 
-def _medians_ms(samples: dict, baseline_of) -> tuple[dict, dict]:
-    ms = {n: statistics.median(v) * 1e3 for n, v in samples.items()}
-    return ms, {n: ms[n] / ms[baseline_of(n)] for n in ms}
-
-
-def _paired_ratio_quartiles(samples: dict, baseline_of) -> dict[str, list[float]]:
-    """[25 %, 50 %, 75 %] quantiles of the per-round ratios t_n / t_baseline (each round's two timings lie
-    close in time, so a load burst moves both): how far one window's ratio of medians can be trusted."""
-    out = {}
-    for n, v in samples.items():
-        ratios = sorted(a / b for a, b in zip(v, samples[baseline_of(n)]))
-        q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
-        out[n] = [round(x, 4) for x in q]
-    return out
-
-
 def use_table_gate(model: nn.Module) -> int:
     """Route every 3D-AFF module that the table serves to ``table_gate.table_forward`` (its forward
     and the blocks' ``gate_add_relu``); returns how many modules were routed."""
-    from .attention.aff3d import AFF3D
-    from .attention import table_gate as tg
+    from ..attention.aff3d import AFF3D
+    from ..attention.aff3d_fast import table_gate as tg
 
     count = 0
     for m in model.modules():
@@ -84,8 +67,8 @@ def _op_profile(step, rows: int = 12) -> dict[str, float]:
 def small_models(seed: int = 0) -> dict[str, nn.Module]:
     """Each network of the notebooks in both layouts; 3D-AFF straightforward and fast (the dispatch: the
     table gate in channels_last training, the product form in NCHW)."""
-    from .attention.aff3d import AFF3D
-    from .models.registry import create_model
+    from ..attention.aff3d import AFF3D
+    from ..models.registry import create_model
 
     out = {}
     for layout in ("nchw", "nhwc"):
@@ -127,7 +110,7 @@ def bench_small_train(reps: int, batch: int = 32, image_size: int = 24, threads:
     warm_s = time.perf_counter() - t0
     load_before = load_average()
     samples = interleaved_calls({n: functools.partial(step, n) for n in models}, reps)
-    ms, ratio = _medians_ms(samples, lambda n: f"resnet20_cifar_{n[-4:]}")
+    ms, ratio = medians_ms(samples, lambda n: f"resnet20_cifar_{n[-4:]}")
     profile = {n: _op_profile(functools.partial(step, n)) for n in
                ("resnet20_cifar_nhwc", "aff3d_resnet20_cifar_fast_nhwc", "aff3d_resnet20_cifar_fast_nchw")}
     return {"section": "small", "batch": batch, "image_size": image_size, "threads": threads, "reps": reps,
@@ -166,7 +149,7 @@ def network_macs(model: nn.Module, image_size: int) -> dict[str, int]:
     path's module total (``module_macs`` at the shapes the modules see)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .attention.aff3d import AFF3D
+    from ..attention.aff3d import AFF3D
 
     shapes = []
     mods = [m for m in model.modules() if isinstance(m, AFF3D)]
@@ -196,7 +179,7 @@ def bench_table(reps: int, threads: int = 2, image_size: int = 224, batch: int =
     """ResNet-50 against 3D-AFF-ResNet-50 (fast path and table gate), channels_last, CPU inference."""
     import torchvision
 
-    from .models.registry import create_model
+    from ..models.registry import create_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -222,8 +205,8 @@ def bench_table(reps: int, threads: int = 2, image_size: int = 224, batch: int =
         lat = interleaved_calls({n: functools.partial(m, x1) for n, m in models.items()}, reps)
         thr = interleaved_calls({n: functools.partial(m, xb) for n, m in models.items()}, max(1, reps // 3))
         profile = {n: _op_profile(functools.partial(models[n], x1)) for n in models}
-    lat_ms, lat_ratio = _medians_ms(lat, lambda n: "resnet50")
-    thr_ms, thr_ratio = _medians_ms(thr, lambda n: "resnet50")
+    lat_ms, lat_ratio = medians_ms(lat, lambda n: "resnet50")
+    thr_ms, thr_ratio = medians_ms(thr, lambda n: "resnet50")
     base_macs = macs["network"]
     floors = {p: (base_macs + extra[f"aff3d_{p}"]) / base_macs for p in ("straightforward", "fast", "table")}
     return {"section": "table", "threads": threads, "image_size": image_size, "reps": reps, "batch": batch,
@@ -255,7 +238,7 @@ def bench_detection(reps: int, threads: int = 2, image_size: int = 256, batch: i
     from detectron2_ext.backbone import build_aff3d_resnet_fpn_backbone
     from detectron2_ext.config import add_aff3d_config
 
-    from .attention.aff3d import AFF3D
+    from ..attention.aff3d import AFF3D
 
     torch.set_num_threads(threads)
     cfg = get_cfg()
@@ -283,16 +266,16 @@ def bench_detection(reps: int, threads: int = 2, image_size: int = 256, batch: i
         step(n)
     load_before = load_average()
     samples = interleaved_calls({n: functools.partial(step, n) for n in models}, reps)
-    ms, ratio = _medians_ms(samples, lambda n: "r50_fpn")
+    ms, ratio = medians_ms(samples, lambda n: "r50_fpn")
     return {"section": "detection", "threads": threads, "image_size": image_size, "batch": batch, "reps": reps,
             "norm": cfg.MODEL.RESNETS.NORM, "step_ms": ms, "step_ratio": ratio, "target": 1.15,
-            "step_ratio_per_round_quartiles": _paired_ratio_quartiles(samples, lambda n: "r50_fpn"),
+            "step_ratio_per_round_quartiles": paired_ratio_quartiles(samples, lambda n: "r50_fpn"),
             "step_samples_ms": {n: [round(t * 1e3, 2) for t in v] for n, v in samples.items()},
             "load_average_before": load_before, "load_average_after": load_average()}
 
 
 # ------------------------------------------------------------------------------------------------
-# Running and reporting (called by ``benchmark.main``)
+# Running and reporting (called by ``cli.main``)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -301,7 +284,7 @@ def run(section: str, args) -> dict:
     if section == "small":  # the notebooks' batch; --quick: a smoke run
         return bench_small_train(args.reps, batch=8 if args.quick else 32)
     if section == "routes":
-        from .benchmark_routes import bench_routes
+        from ..benchmark_routes import bench_routes
 
         return bench_routes(args.reps, batch=8 if args.quick else 32)
     if section == "table":
@@ -331,7 +314,7 @@ def summary(res: dict) -> str:
                           f"CPU inference, channels_last ({res['threads']} threads): b1 ms / ratio, b{b} ms / ratio "
                           f"({_loads(res)})", *rows])
     if res["section"] == "routes":
-        from . import benchmark_routes
+        from .. import benchmark_routes
 
         return benchmark_routes.summary(res, _loads(res))
     q = res.get("step_ratio_per_round_quartiles", {})
@@ -371,7 +354,7 @@ def markdown(sections: dict, notes=lambda section: []) -> list[str]:
                       "shared).", ""]
     s = sections.get("routes")
     if s:
-        from . import benchmark_routes
+        from .. import benchmark_routes
 
         lines += benchmark_routes.markdown(s, notes(s), _loads(s))
     s = sections.get("detection")
