@@ -3,6 +3,7 @@
 # start of a lent machine costs minutes):
 #   1. the `cuda` tests (tests/, marker `cuda`), and whether the built-in data draws the same pixels here;
 #   2. the benchmark's CUDA section: training time and peak memory against ResNet-50, with a kernel profile;
+#   2b. the compiled measurement: ResNet-50, SE and 3D-AFF trained under torch.compile (COMPILE_MODES), eager beside;
 #   3. the experiment grids on the GPU (all rows, --seeds 3, 8 for resnet/se/aff3d), N runs side by side;
 #   4. the budget study: plain, SE and 3D-AFF (table1's rows resnet, se, aff3d) at each of BUDGETS epochs,
 #      one runner per budget, all at once, each with its share of the processes (BUDGET_JOBS).
@@ -12,10 +13,14 @@
 #   OUT=gpu_out bash scripts/gpu_session.sh              # from the repository root
 #   GRID_S=900 GRID_JOBS=12 OUT=gpu_out bash scripts/gpu_session.sh
 #   WORK=/tmp/gpu_session.AbCd STAGES=grid bash scripts/gpu_session.sh   # continue a grid on the same machine
+#   STAGES="cuda_tests benchmark compiled" OUT=gpu_out bash scripts/gpu_session.sh   # tests and speed only (~8 min)
 #
 # Settings (environment): OUT (default runs/gpu_session), WORK (the work folder; default a new one under /tmp),
-# STAGES (default "cuda_tests shapes_pixels benchmark grid"; "budget" is the budget study), TESTS_S / BENCH_S /
-# GRID_S / BUDGET_S (each stage's limit in seconds, default 150 / 150 / 1800 / 1800), BUDGETS (epochs, default
+# STAGES (default "cuda_tests shapes_pixels benchmark compiled grid"; "budget" is the budget study), TESTS_S / BENCH_S /
+# COMPILED_S / GRID_S / BUDGET_S (each stage's limit in seconds, default 150 / 150 / 280 / 1800 / 1800), COMPILE_MODES
+# (torch.compile modes of the compiled stage, in order, default "reduce-overhead,default": CUDA graphs first, the
+# launch-bound step's likely remedy; its file is written after
+# each mode, so a stage stopped at its limit keeps the modes it finished), BUDGETS (epochs, default
 # "12 24 48"), BUDGET_JOBS (processes per budget, in BUDGETS' order, default "2 5 9": the longer budget gets
 # more), BUDGET_SEEDS (default 8; seed-major, so a stage stopped at its limit has whole seeds first), BUDGET_RECIPE
 # (default experiments_shapes_v2), BUDGET_ARGS (extra arguments of each runner),
@@ -23,13 +28,13 @@
 # under CUDA MPS when it starts, so that their small kernels share the GPU at once instead of by time slices),
 # GRID_ARGS (extra arguments of `python -m torch_impl.experiments`), GRID_DEVICE (default cuda), PYTHON (default python3),
 # GIT_COMMIT (recorded in each run when the tree has no .git).
-# Writes OUT/gpu_session.tar.gz (logs, benchmark_cuda.json and its profile, the grids' results and each
+# Writes OUT/gpu_session.tar.gz (logs, benchmark_cuda.json and its profile, benchmark_compiled.json, the grids' results and each
 # run's record, curve and metrics; no checkpoints) and OUT/summary.txt.
 set -u
 OUT=${OUT:-runs/gpu_session}
 PY=${PYTHON:-python3}
 W=${WORK:-$(mktemp -d /tmp/gpu_session.XXXX)}
-STAGES=" ${STAGES:-cuda_tests shapes_pixels benchmark grid} "
+STAGES=" ${STAGES:-cuda_tests shapes_pixels benchmark compiled grid} "
 mkdir -p "$OUT" "$W/bench"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 SUMMARY="$OUT/summary.txt"
@@ -68,6 +73,11 @@ want shapes_pixels && stage shapes_pixels 60 "$PY" -m pytest -o addopts="" -q -p
 # 2. The benchmark's CUDA section into the work folder (copied into docs/results/ by hand).
 want benchmark && stage benchmark "${BENCH_S:-150}" "$PY" -m torch_impl.benchmark --sections cuda --reps 7 --steps 5 --profile \
     --out "$W/bench/benchmark"
+
+# 2b. The compiled measurement into the same folder (benchmark_compiled.json; the report beside covers both): each
+#     network's compile (the first step) takes about a minute or two, so few repetitions of few steps.
+want compiled && stage compiled "${COMPILED_S:-280}" "$PY" -m torch_impl.benchmark \
+    --compile-mode "${COMPILE_MODES:-reduce-overhead,default}" --reps 5 --steps 3 --out "$W/bench/benchmark"
 
 { want grid || want budget; } || { say "done: $(date -u)"; exit 0; }
 MPS=none

@@ -38,3 +38,19 @@ def test_the_gpu_session_script_packs_what_its_stages_made(tmp_path):
     assert record["row_key"] == "resnet" and record["epochs"] == 1
     assert set(record["data_fingerprint"]) == {"train", "val"}
     assert "./shapes_pixels.log" in names and "./grid.log" in names and "./machine.txt" in names
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and timeout")
+def test_the_compiled_stage_without_a_gpu_ends_with_one_error_line(tmp_path):
+    """Where no GPU is, the compiled stage exits 2 with one error line, and the script still packs and ends."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
+           "PYTHON": sys.executable, "STAGES": "compiled", "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
+    done = subprocess.run(["bash", "scripts/gpu_session.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "--compile-mode reduce-overhead,default" in summary and "== compiled: exit 2" in summary
+    assert "error: the compiled section: no CUDA GPU" in summary and "Traceback" not in summary
+    with tarfile.open(tmp_path / "out" / "gpu_session.tar.gz") as tar:
+        assert "./compiled.log" in tar.getnames()
