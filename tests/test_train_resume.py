@@ -41,6 +41,7 @@ def test_stopped_then_resumed_equals_uninterrupted(tmp_path):
     assert [r["val_top1_err"] for r in rows] == [r["val_top1_err"] for r in full.history]
 
 
+@pytest.mark.size_rule  # the killed run is another process: both keep the fast path's size rule as users get it
 def test_killed_process_resumes_exactly(tmp_path):
     """A real SIGKILL during epoch 2 of 3, then ``python -m torch_impl.train --resume``."""
     # The same thread count in both processes: float sums (and so the last bits) depend on it.
