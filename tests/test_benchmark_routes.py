@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from torch_impl import benchmark_routes
+from torch_impl.benchmark import routes as benchmark_routes
 from torch_impl.attention import aff3d_fast
 from torch_impl.attention.aff3d_fast import table_gate_cpu_pass
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from torch_impl import benchmark, benchmark_routes
+from torch_impl import benchmark
+from torch_impl.benchmark import routes as benchmark_routes
 from torch_impl.benchmark import sections as benchmark_sections
 from torch_impl.benchmark import timing
 from torch_impl.attention import AFF3D

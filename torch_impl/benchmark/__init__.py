@@ -19,7 +19,7 @@ straightforward (``impl="straightforward"``) and the fast (``impl="fast"``, defa
 
 Further sections (``sections``): ``small`` (CPU training step of the notebooks' small networks),
 ``table`` (the table gate: arithmetic floor and channels_last inference), ``routes`` (the fast path's
-routes, ``torch_impl.benchmark_routes``) and ``detection`` (the detectron2 backbone's training step); the
+routes, ``torch_impl.benchmark.routes``) and ``detection`` (the detectron2 backbone's training step); the
 plain command (``--device auto``) runs them too, ``--sections`` chooses any set.
 
 Writes ``<prefix>_<section>.json`` per section run, each with the machine and the fingerprint of the code

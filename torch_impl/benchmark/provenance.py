@@ -2,7 +2,7 @@
 
 Every section file the benchmark writes records ``code``: the git commit (and whether the tree, and the
 measured sources, differed from it) and ``sources_sha256``, a hash of the sources the measurement depends on
-(``MEASURED``: the attention modules, the kernels, the networks and the benchmark's measuring code). The
+(``MEASURED``: the attention modules, the networks and the benchmark's measuring code). The
 hash changes whenever one of them does, so ``matches_current(section)`` says whether a committed figure
 measured the code checked out here, and ``label(section)`` says so in the speed table ("current code" or
 "older code (measured YYYY-MM-DD)").
@@ -23,8 +23,8 @@ PACKAGE = Path(__file__).resolve().parents[1]  # torch_impl/
 ROOT = PACKAGE.parent
 # The sources a measurement depends on (globs under the repository root); the report, which only reads
 # section files, is not among them.
-MEASURED = ("torch_impl/attention/**/*.py", "torch_impl/kernels/**/*.py", "torch_impl/models/**/*.py",
-            "torch_impl/benchmark/**/*.py", "torch_impl/benchmark_routes.py", "torch_impl/benchmark_timing.py")
+MEASURED = ("torch_impl/attention/**/*.py", "torch_impl/models/**/*.py",
+            "torch_impl/benchmark/**/*.py")
 NOT_MEASURED = ("torch_impl/benchmark/report.py",)
 
 

@@ -6,8 +6,8 @@
     table      the table gate: multiply-accumulates of each 3D-AFF path over ResNet-50 (the
                arithmetic floor), and CPU inference of 3D-AFF-ResNet-50 through the table against
                ResNet-50, channels_last, batch 1 and a batch
-    routes     where CPU training leaves the fast forms for the small_map route: one module's
-               forward + backward per route at the notebooks' shapes (``torch_impl.benchmark_routes``)
+    routes     where CPU training leaves the fast forms for the autograd route: one module's
+               forward + backward per route at the notebooks' shapes (``torch_impl.benchmark.routes``)
     detection  a training step of the detectron2 backbone (3D-AFF-R50-FPN against R50-FPN); skipped,
                with the reason, where detectron2 is not installed
 
@@ -284,7 +284,7 @@ def run(section: str, args) -> dict:
     if section == "small":  # the notebooks' batch; --quick: a smoke run
         return bench_small_train(args.reps, batch=8 if args.quick else 32)
     if section == "routes":
-        from ..benchmark_routes import bench_routes
+        from .routes import bench_routes
 
         return bench_routes(args.reps, batch=8 if args.quick else 32)
     if section == "table":
@@ -314,7 +314,7 @@ def summary(res: dict) -> str:
                           f"CPU inference, channels_last ({res['threads']} threads): b1 ms / ratio, b{b} ms / ratio "
                           f"({_loads(res)})", *rows])
     if res["section"] == "routes":
-        from .. import benchmark_routes
+        from . import routes as benchmark_routes
 
         return benchmark_routes.summary(res, _loads(res))
     q = res.get("step_ratio_per_round_quartiles", {})
@@ -354,7 +354,7 @@ def markdown(sections: dict, notes=lambda section: []) -> list[str]:
                       "shared).", ""]
     s = sections.get("routes")
     if s:
-        from .. import benchmark_routes
+        from . import routes as benchmark_routes
 
         lines += benchmark_routes.markdown(s, notes(s), _loads(s))
     s = sections.get("detection")

@@ -49,7 +49,7 @@ X_3D = sigma(F_ex(M_3D)) (eq. 2), d the reduction, K = C/d hidden units, k the s
 
 Cost for the final design (concatenation, k = 3, d = 16), multiply-accumulates per pixel:
 18C for the spatial projection, C for the lookup, and 5 C K per sample for v and the tables
-(``torch_impl.benchmark_sections.network_macs`` counts a whole network: 0.111 G over ResNet-50's
+(``torch_impl.benchmark.sections.network_macs`` counts a whole network: 0.111 G over ResNet-50's
 4.09 G, a floor of 1.027x, against 0.306 G for ``aff3d_fast``).
 The tail (the lookup, the sigmoid, eq. 7 and the block's ReLU) is specified, and compiled into one
 CPU pass, in ``table_gate_cpu_pass``.

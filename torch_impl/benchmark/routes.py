@@ -26,7 +26,7 @@ import time
 import torch
 from torch import nn
 
-from .benchmark_timing import interleaved_calls, load_average
+from .timing import interleaved_calls, load_average
 
 # (C, H, K): the notebooks' networks at 24 and 16 px, then other sizes around the rule's limit
 SHAPES = ((64, 24, 16), (128, 12, 32), (256, 6, 64), (64, 16, 16), (128, 8, 32), (256, 4, 64),
@@ -38,7 +38,7 @@ TOLERANCE = 0.15  # a chosen route may be this much slower than the faster one (
 
 
 def _module(C: int, K: int, seed: int = 0):
-    from .attention.aff3d import AFF3D
+    from ..attention.aff3d import AFF3D
 
     torch.manual_seed(seed)
     return AFF3D(C, reduction=C // K).train(), nn.BatchNorm2d(C).train()
@@ -52,7 +52,7 @@ def _maps(C: int, H: int, batch: int, layout: str, seed: int = 1):
 
 
 def _step(route: str, m, bn, R, X) -> None:
-    from .attention import aff3d_fast
+    from ..attention import aff3d_fast
 
     R, X = R.detach().requires_grad_(), X.detach().requires_grad_()
     aff3d_fast.run_route(ROUTE_OF[route], m, R, X, bn, add=True, relu=True).sum().backward()
@@ -60,7 +60,7 @@ def _step(route: str, m, bn, R, X) -> None:
 
 def dispatch(C: int, H: int, K: int, layout: str) -> str:
     """The route ``aff3d_fast.choose_route`` takes for a training call at this shape (batch 2 suffices)."""
-    from .attention import aff3d_fast
+    from ..attention import aff3d_fast
 
     m, bn = _module(C, K)
     R, X = _maps(C, H, 2, layout)
@@ -69,7 +69,7 @@ def dispatch(C: int, H: int, K: int, layout: str) -> str:
 
 def bench_routes(reps: int, batch: int = 32, threads: int = 1, warmup: int = 2) -> dict:
     """Milliseconds per forward + backward of each route at each shape and layout (see the docstring)."""
-    from .attention.aff3d_fast import SIZE_RULE, table_gate_cpu_pass
+    from ..attention.aff3d_fast import SIZE_RULE, table_gate_cpu_pass
 
     torch.set_num_threads(threads)
     calls, rows = {}, []
