@@ -176,8 +176,9 @@ def load_detection(results_dir: str | Path = DETECTION) -> dict:
 
 def detection_table(data: dict, task: str = "box") -> pd.DataFrame:
     """Tables 8 (``task="box"``) and 9 (``"mask"``) in miniature: per detector and backbone the mean AP
-    columns over seeds (the seeds' range in brackets), the paired AP50 difference to ResNet-50 with its
-    95 % t-interval, and the paper's COCO numbers beside (labelled: another data set and budget)."""
+    columns over seeds (the seeds' range in brackets), the paired AP50 differences to ResNet-50 and to SE
+    with their 95 % t-intervals (``†``: from 2 seeds, 1 degree of freedom, an interval that says little), and
+    the paper's COCO numbers beside (labelled: another data set and budget)."""
     from detectron2_ext.compare.configs import BACKBONES, DETECTORS
     from detectron2_ext.compare.report import BOX_COLUMNS, MASK_COLUMNS, format_difference, paper_ap, statistics
     from torch_impl.zoo.paper import TABLE8, TABLE9
@@ -195,6 +196,8 @@ def detection_table(data: dict, task: str = "box") -> pd.DataFrame:
         d = stats[(detector, backbone, "AP50")]["difference"]
         row["seeds"] = stats[(detector, backbone, "AP50")]["summary"].n
         row["AP50 − R50 [95 % CI]"] = format_difference(d)
+        se = stats[(detector, backbone, "AP50")]["difference_se"]
+        row["AP50 − SE [95 % CI]"] = format_difference(se, "baseline" if backbone == "SE_R_50" else "–")
         coco = paper_ap(table, DETECTORS[detector], BACKBONES[backbone][0])
         row.update({f"COCO {c} (paper)": coco.get(c, np.nan) for c in ("AP", "AP50")})
         rows.append(row)
