@@ -184,7 +184,7 @@ def test_schedules_report_says_whether_halving_moves_the_means_by_less_than_a_po
     assert schedules.main([str(tmp_path)]) == 0
     text = (tmp_path / "schedules.md").read_text()
     assert "| Faster R-CNN | 1200 | ResNet-50 | 2 | 41.6 ± 0.2 | +0.6 (half: 2 seeds) |" in text
-    assert "(2 seeds: 1 degree of freedom) | yes |" in text
+    assert "+0.6 [-10.2, +11.5]† | yes |" in text  # 2 seeds: marked as 1 degree of freedom
     assert "- Faster R-CNN, 1200 iterations: halving moves every measured backbone's mean box AP50 by less than 1 point: long enough." in text
     assert "- Faster R-CNN, 2400 iterations: halving moves at least one backbone's mean box AP50 by 1 point or more: not long enough." in text
     assert (tmp_path / "schedules.png").stat().st_size > 0

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from torch_impl.experiments.stats import Summary, paired_difference, summarize
+from torch_impl.experiments.stats import paired_difference, summarize
 
 from .configs import BACKBONES, DETECTORS
+from .report import ONE_DOF, format_difference
 
 CONVERGED_CHANGE = 1.0  # box AP50 points
 FOLDER = re.compile(r"^i(\d+)$")
@@ -75,15 +75,6 @@ def converged(rows: list[dict[str, Any]], iterations: int, detector: str) -> boo
     return None if not changes else all(abs(c) < CONVERGED_CHANGE for c in changes)
 
 
-def _paired(s: Summary | None) -> str:
-    if s is None:
-        return "–"
-    if s.n < 2 or math.isnan(s.half_width):
-        return f"{s.mean:+.1f} (1 seed)"
-    note = " (2 seeds: 1 degree of freedom)" if s.n == 2 else ""
-    return f"{s.mean:+.1f} [{s.low:+.1f}, {s.high:+.1f}]{note}"
-
-
 def render_markdown(rows: list[dict[str, Any]]) -> str:
     out = [
         "# Detection: is the schedule long enough?",
@@ -92,8 +83,8 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
         "folder. Box AP50 (%) on the 1,000 validation scenes at the end of each schedule (lr steps, evaluations "
         f"and checkpoints scaled with it). A schedule is long enough when halving it moves every backbone's "
         f"seed mean by less than {CONVERGED_CHANGE:g} point; the paired change (seeds measured at both) says "
-        "whether the move is more than the seeds' noise. With 2 seeds an interval has 1 degree of freedom "
-        "(t = 12.7): it says little.",
+        f"whether the move is more than the seeds' noise. {ONE_DOF}: from 2 seeds, an interval with 1 degree "
+        "of freedom (t = 12.7), which says little.",
         "",
         "| detector | iterations | backbone | seeds | box AP50 (mean ± SD) | from half the schedule: change of the mean "
         "| paired change [95 % CI] | halving moves < 1 point |",
@@ -105,7 +96,7 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
         change = "–" if r["half_mean"] is None else f"{s.mean - r['half_mean']:+.1f} (half: {r['half_seeds']} seeds)"
         ok = "–" if r["half_mean"] is None else ("yes" if abs(s.mean - r["half_mean"]) < CONVERGED_CHANGE else "no")
         out.append(f"| {DETECTORS[r['detector']]} | {r['iterations']} | {BACKBONES[r['backbone']][0]} | {s.n} | "
-                   f"{spread} | {change} | {_paired(r['paired_change'])} | {ok} |")  # fmt: skip
+                   f"{spread} | {change} | {format_difference(r['paired_change'], '–')} | {ok} |")  # fmt: skip
     verdicts = []
     for detector in DETECTORS:
         for e in sorted({r["iterations"] for r in rows if r["detector"] == detector}):
