@@ -1,7 +1,7 @@
 """detectron2 extension: the 3D-AFF-ResNet(-FPN) backbone for Faster R-CNN and Mask R-CNN.
 
 Importing this package needs no detectron2: the modules that do (``blocks``, ``backbone``,
-``data_catalog``, ``train_net``) load on first use of their names. ``config``,
+``data_catalog``, ``train_net``, ``pretrain``'s classifier) load on first use of their names. ``config``,
 ``convert_checkpoint`` and ``shapes_coco`` work without detectron2.
 
     from detectron2_ext import add_aff3d_config, build_aff3d_resnet_fpn_backbone  # registers it
@@ -15,6 +15,7 @@ import importlib
 _EXPORTS = {
     "add_aff3d_config": "config",
     "add_shapes_config": "config",
+    "add_pretrain_config": "config",
     "convert_state_dict": "convert_checkpoint",  # (the module convert_checkpoint is the command line)
     "ShapesCOCOSpec": "shapes_coco",
     "export_shapes_coco": "shapes_coco",
@@ -28,6 +29,7 @@ _EXPORTS = {
 __all__ = [  # noqa: RUF022 (grouped by module, as _EXPORTS)
     "add_aff3d_config",
     "add_shapes_config",
+    "add_pretrain_config",
     "convert_state_dict",
     "ShapesCOCOSpec",
     "export_shapes_coco",

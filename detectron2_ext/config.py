@@ -1,7 +1,9 @@
 """Config keys of the extension, added to a detectron2 config the way detectron2's projects do.
 
 ``add_aff3d_config(cfg)`` puts every switch of the backbone's attention under ``MODEL.AFF3D``;
-``add_shapes_config(cfg)`` describes the built-in shapes data under ``DATASETS.SHAPES``. Neither
+``add_shapes_config(cfg)`` describes the built-in shapes data under ``DATASETS.SHAPES``;
+``add_pretrain_config(cfg)`` the backbone's pre-training on the shapes classification task under
+``PRETRAIN`` (``detectron2_ext.pretrain``). Neither
 imports detectron2: new nodes are made with ``type(cfg)``, so any yacs ``CfgNode`` works.
 
 ``MODEL.AFF3D`` derives from the attention registry (``torch_impl.attention.ATTENTIONS``):
@@ -84,3 +86,15 @@ def add_shapes_config(cfg) -> None:
     cfg.DATASETS.SHAPES.SEED = 0
     cfg.DATASETS.SHAPES.MIN_OBJECTS = 1
     cfg.DATASETS.SHAPES.MAX_OBJECTS = 4
+
+
+def add_pretrain_config(cfg) -> None:
+    """Add ``PRETRAIN``: the backbone's classification pre-training on shapes images (off by default)."""
+    cfg.PRETRAIN = type(cfg)()
+    cfg.PRETRAIN.EPOCHS = 0  # passes over the images; 0: none, the run starts from MODEL.WEIGHTS
+    cfg.PRETRAIN.IMAGES = 10_000  # training images, drawn from DATASETS.SHAPES.SEED (SEED: init, order)
+    cfg.PRETRAIN.VAL_IMAGES = 1_000  # held-out images: the accuracy the record reports
+    cfg.PRETRAIN.IMAGE_SIZE = 64  # puts a shape at 38-58 px across, as the 128 px scenes' 26-56
+    cfg.PRETRAIN.BATCH_SIZE = 32
+    cfg.PRETRAIN.BASE_LR = 0.003  # AdamW's peak: linear warm-up over the first epoch, cosine to zero
+    cfg.PRETRAIN.WEIGHT_DECAY = 0.05  # AdamW's decoupled weight decay

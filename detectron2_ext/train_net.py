@@ -17,8 +17,9 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from detectron2.evaluation import COCOEvaluator
 
 from detectron2_ext import backbone  # noqa: F401  (registers the build_aff3d_resnet*_backbone builders)
-from detectron2_ext.config import add_aff3d_config, add_shapes_config
+from detectron2_ext.config import add_aff3d_config, add_pretrain_config, add_shapes_config
 from detectron2_ext.data_catalog import SHAPES_DATASETS, check_dataset_files, register_shapes
+from detectron2_ext.pretrain import pretrain
 
 
 class Trainer(DefaultTrainer):
@@ -32,6 +33,7 @@ def setup(args):
     cfg = get_cfg()
     add_aff3d_config(cfg)
     add_shapes_config(cfg)
+    add_pretrain_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
@@ -48,6 +50,16 @@ def main(args):
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
+    if cfg.PRETRAIN.EPOCHS > 0:
+        if cfg.MODEL.WEIGHTS:
+            raise SystemExit(
+                f"error: PRETRAIN.EPOCHS {cfg.PRETRAIN.EPOCHS} trains the backbone's weights, "
+                f"and MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r} gives them too: set one of the two"
+            )
+        weights = pretrain(cfg, os.path.join(cfg.OUTPUT_DIR, "pretrain"))
+        cfg.defrost()
+        cfg.MODEL.WEIGHTS = str(weights)
+        cfg.freeze()
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
