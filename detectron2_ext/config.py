@@ -98,3 +98,6 @@ def add_pretrain_config(cfg) -> None:
     cfg.PRETRAIN.BATCH_SIZE = 32
     cfg.PRETRAIN.BASE_LR = 0.003  # AdamW's peak: linear warm-up over the first epoch, cosine to zero
     cfg.PRETRAIN.WEIGHT_DECAY = 0.05  # AdamW's decoupled weight decay
+    # "": kept in OUTPUT_DIR/pretrain; a folder: kept in <folder>/<digest of the settings> for every run
+    # whose backbone, seeds and PRETRAIN agree to reuse (python -m detectron2_ext.compare sets one)
+    cfg.PRETRAIN.CACHE_DIR = ""

@@ -7,16 +7,23 @@ first trains the bottom-up ResNet of its own config (same attention, width, norm
 classifier on ``torch_impl.data.shapes`` single-shape images, then starts detection from it. The
 keys are ``PRETRAIN.*`` (``detectron2_ext.config.add_pretrain_config``).
 
-The weights go to ``OUTPUT_DIR/pretrain/backbone.pth`` under detectron2's own names
-(``backbone.bottom_up.res2.0.conv1.weight``...), the record to ``pretrain/record.json``. An interrupted
-pre-training resumes from its last epoch (``pretrain/last.pth``); a finished one is reused.
+The weights go to ``pretrain_dir(cfg)/backbone.pth`` under detectron2's own names
+(``backbone.bottom_up.res2.0.conv1.weight``...), the record to ``record.json`` beside them. That folder
+is ``OUTPUT_DIR/pretrain``, or with ``PRETRAIN.CACHE_DIR`` set ``CACHE_DIR/<digest of the settings>``,
+which every run with the same backbone, seeds and ``PRETRAIN`` settings shares (a Faster and a Mask
+R-CNN of one backbone and seed pre-train once, as both would start from one ImageNet classifier).
+An interrupted pre-training resumes from its last epoch (``last.pth``); a finished one is reused after
+its recorded settings are checked against the run's; runs side by side take turns through a lock.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -90,28 +97,76 @@ def _save(path: Path, obj) -> None:
     write_bytes(path, buffer.getvalue())
 
 
-def pretrain(cfg, out_dir: str | Path) -> Path:
+def settings(cfg) -> dict:
+    """What decides the pre-trained weights: the backbone's keys, the input's normalisation, the seeds
+    and ``PRETRAIN`` (less where it is kept). Plain JSON values, compared on reuse."""
+    resnets = {k: v for k, v in cfg.MODEL.RESNETS.items() if k != "OUT_FEATURES"}  # the classifier sets its own
+    chosen = {"MODEL.RESNETS": resnets, "MODEL.AFF3D": dict(cfg.MODEL.AFF3D),
+              "MODEL.PIXEL_MEAN": cfg.MODEL.PIXEL_MEAN, "MODEL.PIXEL_STD": cfg.MODEL.PIXEL_STD,
+              "INPUT.FORMAT": cfg.INPUT.FORMAT, "SEED": cfg.SEED, "DATASETS.SHAPES.SEED": cfg.DATASETS.SHAPES.SEED,
+              "PRETRAIN": {k: v for k, v in cfg.PRETRAIN.items() if k != "CACHE_DIR"}}  # fmt: skip
+    return json.loads(json.dumps(chosen, sort_keys=True))  # tuples as lists: as a record reads back
+
+
+def pretrain_dir(cfg) -> Path:
+    """Where the run's pre-training is kept: its own ``OUTPUT_DIR/pretrain``, or the shared cache's entry."""
+    if not cfg.PRETRAIN.CACHE_DIR:
+        return Path(cfg.OUTPUT_DIR) / "pretrain"
+    digest = hashlib.sha256(json.dumps(settings(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    return Path(cfg.PRETRAIN.CACHE_DIR) / digest
+
+
+@contextmanager
+def _lock(out: Path):
+    """One process at a time pre-trains into ``out``; the next one waits, then finds it finished."""
+    with open(out / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class SettingsMismatch(ValueError):
+    """A kept pre-training was made with other settings than the run's."""
+
+
+def _check_settings(recorded: dict, cfg, path: Path) -> None:
+    if recorded != settings(cfg):
+        raise SettingsMismatch(f"error: {path} was pre-trained with other settings than this run's; "
+                         f"expected {settings(cfg)}, found {recorded}: remove it or change PRETRAIN.CACHE_DIR")  # fmt: skip
+
+
+def pretrain(cfg) -> Path:
     """Train the classifier of ``cfg`` (see the module's docstring); return the backbone weights' path."""
-    out = Path(out_dir)
-    if (out / WEIGHTS).exists() and (out / RECORD).exists():
-        return out / WEIGHTS
+    out = pretrain_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
+    with _lock(out):
+        return _pretrain(cfg, out)
+
+
+def _pretrain(cfg, out: Path) -> Path:
+    if (out / WEIGHTS).exists() and (out / RECORD).exists():
+        _check_settings(json.loads((out / RECORD).read_text()).get("settings"), cfg, out / RECORD)
+        return out / WEIGHTS
     p = cfg.PRETRAIN
     torch.manual_seed(cfg.SEED)
-    model = Classifier(cfg)
+    device = torch.device(cfg.MODEL.DEVICE)  # the detector's device: all images fit on it at once
+    model = Classifier(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=p.BASE_LR, weight_decay=p.WEIGHT_DECAY)
-    train_x, train_y = _images(cfg, "train", p.IMAGES)
-    val_x, val_y = _images(cfg, "val", p.VAL_IMAGES)
+    train_x, train_y = (t.to(device) for t in _images(cfg, "train", p.IMAGES))
+    val_x, val_y = (t.to(device) for t in _images(cfg, "val", p.VAL_IMAGES))
     steps_per_epoch = p.IMAGES // p.BATCH_SIZE  # the last partial batch is dropped: BN sees full batches
     history, epoch, wall = [], 0, 0.0
     if (out / LAST).exists():  # plain tensors and numbers: nothing in it executes
         state = torch.load(out / LAST, map_location="cpu", weights_only=True)
+        _check_settings(json.loads(state["settings"]), cfg, out / LAST)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, epoch, wall = state["history"], state["epoch"], state["wall_time_s"]
     while epoch < p.EPOCHS:
         start = time.perf_counter()
-        order = torch.randperm(p.IMAGES, generator=torch.Generator().manual_seed(cfg.SEED * 1000 + epoch))
+        order = torch.randperm(p.IMAGES, generator=torch.Generator().manual_seed(cfg.SEED * 1000 + epoch)).to(device)
         losses = []
         for i in range(steps_per_epoch):
             for group in optimizer.param_groups:
@@ -137,12 +192,14 @@ def pretrain(cfg, out_dir: str | Path) -> Path:
             "history": history,
             "epoch": epoch,
             "wall_time_s": wall,
+            "settings": json.dumps(settings(cfg)),
         }
         _save(out / LAST, state)
-    weights = {PREFIX + k: v for k, v in model.bottom_up.state_dict().items()}
+    weights = {PREFIX + k: v.cpu() for k, v in model.bottom_up.state_dict().items()}
     _save(out / WEIGHTS, {"model": weights, "__author__": "detectron2_ext.pretrain", "matching_heuristics": False})
     record = {"epochs": p.EPOCHS, "images": p.IMAGES, "val_images": p.VAL_IMAGES, "image_size": p.IMAGE_SIZE,
-              "val_accuracy": history[-1]["val_accuracy"], "wall_time_s": wall, "history": history}  # fmt: skip
+              "val_accuracy": history[-1]["val_accuracy"], "wall_time_s": wall, "history": history,
+              "trained_by": str(cfg.OUTPUT_DIR), "settings": settings(cfg)}  # fmt: skip
     write_text(out / RECORD, json.dumps(record, indent=1) + "\n")
     (out / LAST).unlink(missing_ok=True)
     return out / WEIGHTS

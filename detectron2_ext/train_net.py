@@ -19,7 +19,7 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2_ext import backbone  # noqa: F401  (registers the build_aff3d_resnet*_backbone builders)
 from detectron2_ext.config import add_aff3d_config, add_pretrain_config, add_shapes_config
 from detectron2_ext.data_catalog import SHAPES_DATASETS, check_dataset_files, register_shapes
-from detectron2_ext.pretrain import pretrain
+from detectron2_ext.pretrain import SettingsMismatch, pretrain
 
 
 class Trainer(DefaultTrainer):
@@ -56,7 +56,10 @@ def main(args):
                 f"error: PRETRAIN.EPOCHS {cfg.PRETRAIN.EPOCHS} trains the backbone's weights, "
                 f"and MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r} gives them too: set one of the two"
             )
-        weights = pretrain(cfg, os.path.join(cfg.OUTPUT_DIR, "pretrain"))
+        try:
+            weights = pretrain(cfg)
+        except SettingsMismatch as err:
+            raise SystemExit(str(err)) from None
         cfg.defrost()
         cfg.MODEL.WEIGHTS = str(weights)
         cfg.freeze()

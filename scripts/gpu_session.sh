@@ -6,7 +6,10 @@
 #   2b. the compiled measurement: ResNet-50, SE and 3D-AFF trained under torch.compile (COMPILE_MODES), eager beside;
 #   3. the experiment grids on the GPU (all rows, --seeds 3, 8 for resnet/se/aff3d), N runs side by side;
 #   4. the budget study: plain, SE and 3D-AFF (table1's rows resnet, se, aff3d) at each of BUDGETS epochs,
-#      one runner per budget, all at once, each with its share of the processes (BUDGET_JOBS).
+#      one runner per budget, all at once, each with its share of the processes (BUDGET_JOBS);
+#   5. the detection comparison (stage "detection", not in the default STAGES): Faster and Mask R-CNN, five
+#      backbones, DETECTION_SEEDS seeds, then the half schedule of ResNet-50, SE and 3D-AFF with 2 seeds.
+#      detectron2 is on no registry: build a wheel of it beside the project, carry it, and name it in D2_WHEEL.
 # Each stage has its own time limit, so that one that fails or hangs leaves the others their time; a
 # grid stopped at its limit keeps its finished runs (run the script again to continue them).
 #
@@ -27,7 +30,8 @@
 # GRID_JOBS (default: cores - 2), GRID_MPS (1: run the grid's and the budget study's processes
 # under CUDA MPS when it starts, so that their small kernels share the GPU at once instead of by time slices),
 # GRID_ARGS (extra arguments of `python -m torch_impl.experiments`), GRID_DEVICE (default cuda), PYTHON (default python3),
-# GIT_COMMIT (recorded in each run when the tree has no .git).
+# GIT_COMMIT (recorded in each run when the tree has no .git), D2_WHEEL, DETECTION_JOBS (default 8), DETECTION_SEEDS
+# (default 3), DETECTION_S / DETECTION_HALF_S (default 1800 / 900).
 # Writes OUT/gpu_session.tar.gz (logs, benchmark_cuda.json and its profile, benchmark_compiled.json, the grids' results and each
 # run's record, curve and metrics; no checkpoints) and OUT/summary.txt.
 set -u
@@ -42,7 +46,7 @@ SUMMARY="$OUT/summary.txt"
 
 say() { echo "$*" | tee -a "$SUMMARY"; }
 want() { [[ $STAGES == *" $1 "* ]]; }
-pack() { tar -czf "$OUT/gpu_session.tar.gz" -C "$W" --exclude='*.pth' . 2>/dev/null; }
+pack() { tar -czf "$OUT/gpu_session.tar.gz" -C "$W" --exclude='*.pth' --exclude='detection_runs/datasets' . 2>/dev/null; }
 stage() {  # stage NAME LIMIT_S COMMAND...: run it, its output to $W/NAME.log; say how it ended
     local name=$1 limit=$2 start rc
     shift 2
@@ -79,7 +83,7 @@ want benchmark && stage benchmark "${BENCH_S:-150}" "$PY" -m torch_impl.benchmar
 want compiled && stage compiled "${COMPILED_S:-280}" "$PY" -m torch_impl.benchmark \
     --compile-mode "${COMPILE_MODES:-reduce-overhead,default}" --reps 5 --steps 3 --out "$W/bench/benchmark"
 
-{ want grid || want budget; } || { say "done: $(date -u)"; exit 0; }
+{ want grid || want budget || want detection; } || { say "done: $(date -u)"; exit 0; }
 MPS=none
 if [ "${GRID_MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control > /dev/null; then
     export CUDA_MPS_PIPE_DIRECTORY=$W.mps CUDA_MPS_LOG_DIRECTORY=$W.mps  # beside the work folder: not packed
@@ -122,6 +126,15 @@ if want budget; then
     export PY W
     stage budget "${BUDGET_S:-1800}" bash -c "trap 'kill -TERM \$(jobs -p) 2> /dev/null; wait' INT TERM; $cmd wait"
     say "budget: $(find "$W/budget_runs" -name record.json | wc -l) runs finished"
+fi
+# 5. The detection comparison: the whole set, then the halving check, each a runner that resumes where it stopped.
+if want detection; then
+    [ -n "${D2_WHEEL:-}" ] && "$PY" -m pip install -q --no-deps "$D2_WHEEL" 2>&1 | tail -n 2 | tee -a "$SUMMARY"
+    compare=("$PY" -m detectron2_ext.compare --detectors faster_rcnn,mask_rcnn --jobs "${DETECTION_JOBS:-8}")
+    stage detection "${DETECTION_S:-1800}" "${compare[@]}" --seeds "${DETECTION_SEEDS:-3}" \
+        --out "$W/detection/full" --runs "$W/detection_runs" MODEL.DEVICE cuda
+    stage detection_half "${DETECTION_HALF_S:-900}" "${compare[@]}" --seeds 2 --backbones R_50,SE_R_50,AFF3D_R_50 \
+        --schedule-scale 0.5 --out "$W/detection/half" --runs "$W/detection_runs" MODEL.DEVICE cuda
 fi
 [ "$MPS" = on ] && echo quit | nvidia-cuda-mps-control
 pack

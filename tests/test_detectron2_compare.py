@@ -267,6 +267,24 @@ def test_a_tiny_comparison_trains_every_backbone(tmp_path, capsys):
     assert "| Mask R-CNN | 3D-AFF-ResNet-50 | 1 |" in (out / "results.md").read_text()
 
 
+def test_both_detectors_of_a_backbone_and_seed_share_one_pretraining(tmp_path, capsys):
+    pytest.importorskip("detectron2", reason="detectron2 is not installed (see detectron2_ext/README.md)")
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    tiny = ["SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", "1", "TEST.EVAL_PERIOD", "0",
+            "DATASETS.SHAPES.NUM_TRAIN", "4", "DATASETS.SHAPES.NUM_VAL", "2", "PRETRAIN.EPOCHS", "1",
+            "PRETRAIN.IMAGES", "8", "PRETRAIN.VAL_IMAGES", "4", "PRETRAIN.IMAGE_SIZE", "32", "PRETRAIN.BATCH_SIZE", "4"]  # fmt: skip
+    argv = ["--detectors", "faster_rcnn,mask_rcnn", "--backbones", "R_50", "--seeds", "1", "--jobs", "2"]
+    rc, text = _run(["--out", str(out), "--runs", str(runs), *argv, *tiny], capsys)
+    assert rc == 0, text
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert [r["detector_key"] for r in records] == ["mask_rcnn", "faster_rcnn"]
+    pretraining = [r["pretrain"] for r in records]
+    assert pretraining[0]["folder"] == pretraining[1]["folder"] and sorted(p["trained_here"] for p in pretraining) == [False, True]
+    assert [p.name for p in (runs / "pretrain").iterdir()] == [pretraining[0]["folder"]]
+    budget = json.loads((out / "results.json").read_text())["budget"]  # where it is kept is not what runs learn
+    assert budget["faster_rcnn"]["PRETRAIN"]["EPOCHS"] == 1 and "CACHE_DIR" not in json.dumps(budget)
+
+
 COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "results" / "experiments" / "detection"
 
 

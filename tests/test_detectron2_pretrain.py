@@ -17,7 +17,7 @@ from detectron2.modeling import build_model
 
 from detectron2_ext import train_net
 from detectron2_ext.config import add_aff3d_config, add_pretrain_config, add_shapes_config
-from detectron2_ext.pretrain import LAST, RECORD, WEIGHTS, pretrain
+from detectron2_ext.pretrain import LAST, RECORD, WEIGHTS, SettingsMismatch, pretrain, pretrain_dir
 
 CONFIGS = Path(__file__).parents[1] / "detectron2_ext" / "configs"
 TINY = ["MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.WIDTH_PER_GROUP", 4, "MODEL.RESNETS.RES2_OUT_CHANNELS", 16,
@@ -31,27 +31,28 @@ def make_cfg(config: str, *opts):
     add_shapes_config(cfg)
     add_pretrain_config(cfg)
     cfg.merge_from_file(str(CONFIGS / config))
-    cfg.merge_from_list([*TINY, *opts])
+    cfg.merge_from_list([*TINY, *(str(o) if isinstance(o, Path) else o for o in opts)])
     return cfg
 
 
 @pytest.mark.parametrize("attention", ["none", "se", "cbam", "eca", "aff3d"])
 def test_weights_are_the_detectors_backbone_key_for_key(tmp_path, attention):
-    cfg = make_cfg("shapes/faster_rcnn_R_50_FPN_shapes.yaml", "MODEL.AFF3D.ATTENTION", attention)
-    weights = torch.load(pretrain(cfg, tmp_path), map_location="cpu", weights_only=True)["model"]
+    cfg = make_cfg("shapes/faster_rcnn_R_50_FPN_shapes.yaml", "MODEL.AFF3D.ATTENTION", attention, "OUTPUT_DIR", tmp_path)
+    weights = torch.load(pretrain(cfg), map_location="cpu", weights_only=True)["model"]
     detector = build_model(cfg).state_dict()
     bottom_up = {k: v for k, v in detector.items() if k.startswith("backbone.bottom_up.")}
     assert weights.keys() == bottom_up.keys()
     assert all(weights[k].shape == bottom_up[k].shape for k in weights)
-    record = json.loads((tmp_path / RECORD).read_text())
+    record = json.loads((tmp_path / "pretrain" / RECORD).read_text())
     assert [h["epoch"] for h in record["history"]] == [1, 2] and 0 <= record["val_accuracy"] <= 1
-    assert not (tmp_path / LAST).exists()
+    assert record["trained_by"] == str(tmp_path) and record["settings"]["MODEL.AFF3D"]["ATTENTION"] == attention
+    assert not (tmp_path / "pretrain" / LAST).exists()
 
 
 @pytest.mark.parametrize("config", ["faster_rcnn_R_50_FPN_shapes.yaml", "faster_rcnn_AFF3D_R_50_FPN_shapes.yaml"])
 def test_an_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch, config):
-    cfg = make_cfg(f"shapes/{config}")
-    whole = torch.load(pretrain(cfg, tmp_path / "whole"), weights_only=True)["model"]
+    whole = torch.load(pretrain(make_cfg(f"shapes/{config}", "OUTPUT_DIR", tmp_path / "whole")), weights_only=True)
+    cfg = make_cfg(f"shapes/{config}", "OUTPUT_DIR", tmp_path / "resumed")
     from detectron2_ext import pretrain as module
 
     accuracy, calls = module._accuracy, []
@@ -64,9 +65,10 @@ def test_an_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkey
 
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):  # context: conftest's patches stay
         patch.setattr(module, "_accuracy", killed_in_the_second_epoch)
-        pretrain(cfg, tmp_path / "resumed")
-    assert (tmp_path / "resumed" / LAST).exists() and not (tmp_path / "resumed" / WEIGHTS).exists()
-    resumed = torch.load(pretrain(cfg, tmp_path / "resumed"), weights_only=True)["model"]
+        pretrain(cfg)
+    assert (tmp_path / "resumed/pretrain" / LAST).exists() and not (tmp_path / "resumed/pretrain" / WEIGHTS).exists()
+    resumed = torch.load(pretrain(cfg), weights_only=True)["model"]
+    whole = whole["model"]
     assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
@@ -89,3 +91,45 @@ def test_pretraining_and_model_weights_together_are_an_error(tmp_path):
             "MODEL.WEIGHTS", "some.pth", "OUTPUT_DIR", str(tmp_path)]  # fmt: skip
     with pytest.raises(SystemExit, match="error: PRETRAIN.EPOCHS 2 .* MODEL.WEIGHTS 'some.pth'"):
         train_net.main(default_argument_parser().parse_args(argv))
+
+
+def test_runs_that_agree_share_one_pretraining_and_take_turns(tmp_path, monkeypatch):
+    from detectron2_ext import pretrain as module
+
+    shared = ["PRETRAIN.CACHE_DIR", tmp_path / "cache"]
+    faster = make_cfg("shapes/faster_rcnn_R_50_FPN_shapes.yaml", *shared, "OUTPUT_DIR", tmp_path / "faster")
+    mask = make_cfg("shapes/mask_rcnn_R_50_FPN_shapes.yaml", *shared, "OUTPUT_DIR", tmp_path / "mask")
+    assert pretrain_dir(faster) == pretrain_dir(mask) and pretrain_dir(faster).parent == tmp_path / "cache"
+    for other in (["SEED", 1], ["MODEL.AFF3D.ATTENTION", "se"], ["PRETRAIN.EPOCHS", 3], ["DATASETS.SHAPES.SEED", 1]):
+        assert pretrain_dir(make_cfg("shapes/faster_rcnn_R_50_FPN_shapes.yaml", *shared, *other)) != pretrain_dir(faster)
+    images, trained = module._images, []
+    monkeypatch.setattr(module, "_images", lambda cfg, split, n: (trained.append(split), images(cfg, split, n))[1])
+    import threading  # two runs side by side: the lock lets one train, the other then reuses its weights
+
+    paths = []
+    threads = [threading.Thread(target=lambda c=c: paths.append(pretrain(c))) for c in (faster, mask)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert trained == ["train", "val"] and paths[0] == paths[1] == pretrain_dir(faster) / WEIGHTS
+    assert json.loads((pretrain_dir(faster) / RECORD).read_text())["trained_by"] in (str(tmp_path / "faster"),
+                                                                                    str(tmp_path / "mask"))  # fmt: skip
+
+
+def test_a_kept_pretraining_of_other_settings_is_an_error(tmp_path):
+    pretrain(make_cfg("shapes/faster_rcnn_R_50_FPN_shapes.yaml", "OUTPUT_DIR", tmp_path))
+    changed = make_cfg("shapes/faster_rcnn_R_50_FPN_shapes.yaml", "OUTPUT_DIR", tmp_path, "PRETRAIN.BASE_LR", 0.01)
+    with pytest.raises(SettingsMismatch, match="error: .*pretrain/record.json was pre-trained with other settings"):
+        pretrain(changed)
+    argv = ["--config-file", str(CONFIGS / "shapes/faster_rcnn_R_50_FPN_shapes.yaml"), *map(str, TINY),
+            "PRETRAIN.BASE_LR", "0.01", "OUTPUT_DIR", str(tmp_path)]  # fmt: skip
+    with pytest.raises(SystemExit, match="error: .*other settings"):
+        train_net.main(default_argument_parser().parse_args(argv))
+
+
+@pytest.mark.cuda
+def test_pretraining_runs_on_the_detectors_device_and_keeps_cpu_weights(tmp_path):
+    cfg = make_cfg("shapes/faster_rcnn_AFF3D_R_50_FPN_shapes.yaml", "MODEL.DEVICE", "cuda", "OUTPUT_DIR", tmp_path)
+    weights = torch.load(pretrain(cfg), weights_only=True)["model"]
+    assert weights and all(v.device.type == "cpu" for v in weights.values())

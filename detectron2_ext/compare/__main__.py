@@ -50,15 +50,17 @@ class DetectionRun:
 class DetectionExecutor(Executor):
     """torch_impl's experiment executor, launching ``detectron2_ext.compare.child`` instead."""
 
-    def __init__(self, opts: list[str], jobs: int, on_done, datasets: Path):
+    def __init__(self, opts: list[str], jobs: int, on_done, datasets: Path, pretrain_cache: Path):
         super().__init__({}, jobs, on_done)
-        self.opts, self.datasets = opts, datasets
+        self.opts, self.datasets, self.pretrain_cache = opts, datasets, pretrain_cache
 
     def command(self, run: DetectionRun) -> list[str]:
         return [sys.executable, "-m", "detectron2_ext.compare.child", str(run.run_dir.parent / f"{run.key}.spec.json")]
 
     def write_spec(self, run: DetectionRun) -> None:
-        spec = {"config_file": str(config_path(run.detector, run.backbone)), "opts": self.opts,
+        # a backbone's pre-training (PRETRAIN.EPOCHS > 0) is kept for both detectors, and the halving runs, to reuse
+        opts = [*self.opts, "PRETRAIN.CACHE_DIR", str(self.pretrain_cache)]
+        spec = {"config_file": str(config_path(run.detector, run.backbone)), "opts": opts,
                 "seed": run.seed, "run_dir": str(run.run_dir)}  # fmt: skip
         write_json_atomic(run.run_dir.parent / f"{run.key}.spec.json", spec)
 
@@ -154,7 +156,7 @@ def _main(args) -> int:
     write_report()
     datasets = Path(args.datasets or os.environ.get("DETECTRON2_DATASETS") or Path(args.runs) / "datasets")
     executor = DetectionExecutor(args.opts, args.jobs, lambda run, m: (on_done(data, run, m, bid, out), write_report()),
-                                 datasets.resolve())  # fmt: skip
+                                 datasets.resolve(), (Path(args.runs) / "pretrain").resolve())  # fmt: skip
     if args.dry_run:
         executor.dry_run(queue)
         return 0

@@ -81,6 +81,21 @@ def _add_wall_time(run_dir: Path, seconds: float) -> float:
     return sum(attempts)
 
 
+def pretraining_of(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The backbone's pre-training that the run started from (``detectron2_ext.pretrain``): its accuracy,
+    its wall time, and whether this run trained it or found it kept by a run of the same backbone and
+    seed (``wall_time_s`` of the record includes the pre-training only in the first case)."""
+    from detectron2.config import CfgNode
+
+    from detectron2_ext.pretrain import RECORD as PRETRAIN_RECORD
+    from detectron2_ext.pretrain import pretrain_dir
+
+    folder = pretrain_dir(CfgNode(cfg))
+    record = json.loads((folder / PRETRAIN_RECORD).read_text())
+    return {"folder": folder.name, "epochs": record["epochs"], "val_accuracy": record["val_accuracy"],
+            "wall_time_s": record["wall_time_s"], "trained_here": record["trained_by"] == str(run_dir)}  # fmt: skip
+
+
 def train_one(spec: dict[str, Any]) -> dict[str, Any] | None:
     from detectron2.engine import default_argument_parser
 
@@ -104,6 +119,8 @@ def train_one(spec: dict[str, Any]) -> dict[str, Any] | None:
         print(f"no final evaluation at iteration {max_iter} in {run_dir}/metrics.json; no record written")
         return None
     result.update(wall_time_s=wall_time, machine=machine_info(), versions=versions())
+    if cfg.get("PRETRAIN", {}).get("EPOCHS", 0) > 0:
+        result["pretrain"] = pretraining_of(cfg, run_dir)
     result["threads"] = int(os.environ.get("OMP_NUM_THREADS", 0))
     write_json_atomic(run_dir / RECORD, result)
     return result
