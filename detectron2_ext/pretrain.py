@@ -37,6 +37,20 @@ WEIGHTS, RECORD, LAST = "backbone.pth", "record.json", "last.pth"
 PREFIX = "backbone.bottom_up."  # where the FPN detectors keep the ResNet
 
 
+def classifier_cfg(cfg):
+    """The detector's config as the classifier trains it: its last stage out, nothing frozen, and BN
+    where the detector has FrozenBN (as an ImageNet classifier trains the norms a detector then freezes;
+    FrozenBN keeps BN's weight, bias and running statistics under the same names)."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
+    cfg.MODEL.BACKBONE.FREEZE_AT = 0
+    for node in (cfg.MODEL.RESNETS, cfg.MODEL.AFF3D):
+        if node.NORM == "FrozenBN":
+            node.NORM = "BN"
+    return cfg
+
+
 class Classifier(nn.Module):
     """The config's bottom-up ResNet, its last stage average-pooled into a linear classifier."""
 
@@ -46,10 +60,7 @@ class Classifier(nn.Module):
 
         from .backbone import build_aff3d_resnet_backbone
 
-        cfg = cfg.clone()
-        cfg.defrost()
-        cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
-        cfg.MODEL.BACKBONE.FREEZE_AT = 0  # everything learns here; the detector freezes what it freezes
+        cfg = classifier_cfg(cfg)
         self.bottom_up = build_aff3d_resnet_backbone(cfg, ShapeSpec(channels=3))
         self.fc = nn.Linear(self.bottom_up.output_shape()["res5"].channels, len(SHAPE_CLASSES))
         # the detector's input: 0-255 pixels in INPUT.FORMAT's channel order, then (x - mean) / std
@@ -100,7 +111,8 @@ def _save(path: Path, obj) -> None:
 def settings(cfg) -> dict:
     """What decides the pre-trained weights: the backbone's keys, the input's normalisation, the seeds
     and ``PRETRAIN`` (less where it is kept). Plain JSON values, compared on reuse."""
-    resnets = {k: v for k, v in cfg.MODEL.RESNETS.items() if k != "OUT_FEATURES"}  # the classifier sets its own
+    cfg = classifier_cfg(cfg)  # a BN and a FrozenBN detector of one backbone share one pre-training
+    resnets = {k: v for k, v in cfg.MODEL.RESNETS.items() if k != "OUT_FEATURES"}  # always res5 here
     chosen = {"MODEL.RESNETS": resnets, "MODEL.AFF3D": dict(cfg.MODEL.AFF3D),
               "MODEL.PIXEL_MEAN": cfg.MODEL.PIXEL_MEAN, "MODEL.PIXEL_STD": cfg.MODEL.PIXEL_STD,
               "INPUT.FORMAT": cfg.INPUT.FORMAT, "SEED": cfg.SEED, "DATASETS.SHAPES.SEED": cfg.DATASETS.SHAPES.SEED,

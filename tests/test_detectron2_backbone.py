@@ -23,7 +23,7 @@ from torch import nn
 
 from detectron2_ext.backbone import build_aff3d_resnet_backbone, build_aff3d_resnet_fpn_backbone
 from detectron2_ext.blocks import AFF3DBasicBlock, AFF3DBottleneckBlock
-from detectron2_ext.config import add_aff3d_config, add_shapes_config
+from detectron2_ext.config import add_aff3d_config, add_pretrain_config, add_shapes_config
 from torch_impl.attention import AFF3D, SE
 
 STAGES = ["res2", "res3", "res4", "res5"]
@@ -33,6 +33,7 @@ def make_cfg(*opts):
     cfg = get_cfg()
     add_aff3d_config(cfg)
     add_shapes_config(cfg)
+    add_pretrain_config(cfg)
     cfg.merge_from_list(["MODEL.RESNETS.OUT_FEATURES", STAGES, "MODEL.FPN.IN_FEATURES", STAGES, *opts])
     return cfg
 

@@ -143,12 +143,13 @@ def d2_config():
     pytest.importorskip("detectron2", reason="detectron2 is not installed (see detectron2_ext/README.md)")
     from detectron2.config import get_cfg
 
-    from detectron2_ext.config import add_aff3d_config, add_shapes_config
+    from detectron2_ext.config import add_aff3d_config, add_pretrain_config, add_shapes_config
 
     def make(path: Path):
         cfg = get_cfg()
         add_aff3d_config(cfg)
         add_shapes_config(cfg)
+        add_pretrain_config(cfg)
         cfg.merge_from_file(str(path))  # KeyError for a key detectron2 does not know
         return cfg
 
@@ -189,11 +190,12 @@ class _Node(dict):
 
 
 def test_add_config_functions_need_no_detectron2():
-    from detectron2_ext.config import add_aff3d_config, add_shapes_config, attention_choices
+    from detectron2_ext.config import add_aff3d_config, add_pretrain_config, add_shapes_config, attention_choices
 
     cfg = _Node(MODEL=_Node(), DATASETS=_Node())
     add_aff3d_config(cfg)
     add_shapes_config(cfg)
+    add_pretrain_config(cfg)
     assert type(cfg.MODEL.AFF3D) is _Node and type(cfg.DATASETS.SHAPES) is _Node
     assert dict(cfg.MODEL.AFF3D) == {
         "ATTENTION": "aff3d",

@@ -18,7 +18,7 @@ from detectron2.modeling import build_backbone
 from torch import nn
 
 import detectron2_ext.backbone  # noqa: F401  (registers the 3D-AFF backbone builders)
-from detectron2_ext.config import add_aff3d_config, add_shapes_config
+from detectron2_ext.config import add_aff3d_config, add_pretrain_config, add_shapes_config
 from torch_impl.attention import AFF3D
 from torch_impl.attention import aff3d_fast
 
@@ -35,6 +35,7 @@ def _backbone(path: str, *opts):
     cfg = get_cfg()
     add_aff3d_config(cfg)
     add_shapes_config(cfg)
+    add_pretrain_config(cfg)
     cfg.merge_from_file(str(CONFIGS / path))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
     torch.manual_seed(0)

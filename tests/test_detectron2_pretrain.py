@@ -93,6 +93,24 @@ def test_pretraining_and_model_weights_together_are_an_error(tmp_path):
         train_net.main(default_argument_parser().parse_args(argv))
 
 
+def test_a_frozen_bn_detector_starts_from_the_bn_pretraining(tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.layers import FrozenBatchNorm2d
+
+    bn = make_cfg("shapes/faster_rcnn_AFF3D_R_50_FPN_shapes.yaml", "OUTPUT_DIR", tmp_path, "PRETRAIN.CACHE_DIR", tmp_path / "c")
+    frozen = make_cfg("shapes/faster_rcnn_AFF3D_R_50_FPN_shapes.yaml", "OUTPUT_DIR", tmp_path, "PRETRAIN.CACHE_DIR",
+                      tmp_path / "c", "MODEL.RESNETS.NORM", "FrozenBN", "MODEL.BACKBONE.FREEZE_AT", 2)  # fmt: skip
+    assert pretrain_dir(bn) == pretrain_dir(frozen)
+    weights = torch.load(pretrain(frozen), weights_only=True)["model"]
+    detector = build_model(frozen)
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in detector.backbone.bottom_up.modules())
+    DetectionCheckpointer(detector).load(str(pretrain_dir(frozen) / WEIGHTS))
+    state = detector.state_dict()
+    loaded = [k for k in weights if "num_batches_tracked" not in k]
+    assert any(k.endswith("running_var") for k in loaded)
+    assert all(torch.equal(state[k], weights[k]) for k in loaded)
+
+
 def test_runs_that_agree_share_one_pretraining_and_take_turns(tmp_path, monkeypatch):
     from detectron2_ext import pretrain as module
 
