@@ -29,7 +29,8 @@ class Trainer(DefaultTrainer):
         return COCOEvaluator(dataset_name, output_dir=output_folder)
 
 
-def setup(args):
+def build_cfg(args):
+    """The run's config: detectron2's defaults, this project's keys, the file, the command line's pairs."""
     cfg = get_cfg()
     add_aff3d_config(cfg)
     add_shapes_config(cfg)
@@ -37,6 +38,11 @@ def setup(args):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
+    return cfg
+
+
+def setup(args):
+    cfg = build_cfg(args)
     default_setup(cfg, args)
     return cfg
 

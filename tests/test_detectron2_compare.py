@@ -247,6 +247,14 @@ def test_finished_runs_are_merged_and_another_budget_is_refused(tmp_path, capsys
     rc, text = _run(["--out", str(out), "--runs", str(runs), "--dry-run", "SOLVER.MAX_ITER", "10"], capsys)
     assert rc == 2 and text.startswith("error: ") and "another budget" in text
     assert (out / "results.json").read_bytes() == before
+    # its report is rewritten from its own records, whatever budget today's configs give
+    (out / "results.md").unlink()
+    rc, text = _run(["--out", str(out), "--report-only", "SOLVER.MAX_ITER", "10"], capsys)
+    assert rc == 0 and "| mask_rcnn_R_50.seed0 | " in (out / "results.md").read_text()
+
+
+TINY_PRETRAINING = ["PRETRAIN.EPOCHS", "1", "PRETRAIN.IMAGES", "8", "PRETRAIN.VAL_IMAGES", "4", "PRETRAIN.IMAGE_SIZE", "32",
+                    "PRETRAIN.BATCH_SIZE", "4"]  # fmt: skip
 
 
 @pytest.mark.detectron2
@@ -255,7 +263,8 @@ def test_a_tiny_comparison_trains_every_backbone(tmp_path, capsys):
     pytest.importorskip("detectron2", reason="detectron2 is not installed (see detectron2_ext/README.md)")
     out, runs = tmp_path / "out", tmp_path / "runs"
     tiny = ["SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "(3,)", "SOLVER.WARMUP_ITERS", "1", "TEST.EVAL_PERIOD", "0",
-            "DATASETS.SHAPES.NUM_TRAIN", "8", "DATASETS.SHAPES.NUM_VAL", "4", "SOLVER.CHECKPOINT_PERIOD", "2"]  # fmt: skip
+            "DATASETS.SHAPES.NUM_TRAIN", "8", "DATASETS.SHAPES.NUM_VAL", "4", "SOLVER.CHECKPOINT_PERIOD", "2",
+            *TINY_PRETRAINING]  # fmt: skip
     rc, text = _run(["--out", str(out), "--runs", str(runs), "--seeds", "1", *tiny], capsys)
     assert rc == 0, text
     results = json.loads((out / "results.json").read_text())
@@ -267,12 +276,12 @@ def test_a_tiny_comparison_trains_every_backbone(tmp_path, capsys):
     assert "| Mask R-CNN | 3D-AFF-ResNet-50 | 1 |" in (out / "results.md").read_text()
 
 
+@pytest.mark.detectron2
 def test_both_detectors_of_a_backbone_and_seed_share_one_pretraining(tmp_path, capsys):
     pytest.importorskip("detectron2", reason="detectron2 is not installed (see detectron2_ext/README.md)")
     out, runs = tmp_path / "out", tmp_path / "runs"
     tiny = ["SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", "1", "TEST.EVAL_PERIOD", "0",
-            "DATASETS.SHAPES.NUM_TRAIN", "4", "DATASETS.SHAPES.NUM_VAL", "2", "PRETRAIN.EPOCHS", "1",
-            "PRETRAIN.IMAGES", "8", "PRETRAIN.VAL_IMAGES", "4", "PRETRAIN.IMAGE_SIZE", "32", "PRETRAIN.BATCH_SIZE", "4"]  # fmt: skip
+            "DATASETS.SHAPES.NUM_TRAIN", "4", "DATASETS.SHAPES.NUM_VAL", "2", *TINY_PRETRAINING]  # fmt: skip
     argv = ["--detectors", "faster_rcnn,mask_rcnn", "--backbones", "R_50", "--seeds", "1", "--jobs", "2"]
     rc, text = _run(["--out", str(out), "--runs", str(runs), *argv, *tiny], capsys)
     assert rc == 0, text

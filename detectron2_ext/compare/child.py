@@ -21,7 +21,7 @@ import yaml
 from torch_impl.experiments.child import RECORD
 from torch_impl.experiments.store import machine_info, versions, write_json_atomic
 
-WALL_TIME = "wall_time_s.json"  # seconds of every attempt so far (train + final evaluation)
+WALL_TIME = "wall_time_s.json"  # seconds of every attempt so far: the detector's training and evaluations
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 LOSS_KEYS = ("total_loss", "loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc", "lr")
 
@@ -84,7 +84,7 @@ def _add_wall_time(run_dir: Path, seconds: float) -> float:
 def pretraining_of(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The backbone's pre-training that the run started from (``detectron2_ext.pretrain``): its accuracy,
     its wall time, and whether this run trained it or found it kept by a run of the same backbone and
-    seed (``wall_time_s`` of the record includes the pre-training only in the first case)."""
+    seed (the record's ``wall_time_s`` is the detector's alone in both cases)."""
     from detectron2.config import CfgNode
 
     from detectron2_ext.pretrain import RECORD as PRETRAIN_RECORD
@@ -100,6 +100,7 @@ def train_one(spec: dict[str, Any]) -> dict[str, Any] | None:
     from detectron2.engine import default_argument_parser
 
     from detectron2_ext import train_net
+    from detectron2_ext.pretrain import pretrain
 
     run_dir = Path(spec["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -107,6 +108,11 @@ def train_one(spec: dict[str, Any]) -> dict[str, Any] | None:
     argv = ["--config-file", spec["config_file"], *(["--resume"] if resume else [])]
     argv += [*spec["opts"], "SEED", str(spec["seed"]), "OUTPUT_DIR", str(run_dir)]
     args = default_argument_parser().parse_args(argv)
+    run_cfg = train_net.build_cfg(args)
+    if run_cfg.PRETRAIN.EPOCHS > 0:
+        # first, and outside the detector's clock: the backbone's pre-training, or the wait for the run side
+        # by side that trains it (train_net.main then finds it kept)
+        pretrain(run_cfg)
     start = time.perf_counter()
     try:
         train_net.main(args)

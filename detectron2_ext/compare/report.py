@@ -129,16 +129,28 @@ def render_markdown(data: dict[str, Any]) -> str:
     ]
     if any("mask" in r for r in records):
         out += ["", "## Mask AP (Table 9's columns)", "", *_table(data, "mask", MASK_COLUMNS, TABLE9)]
-    out += ["", "## Runs", "", "| run | box AP | box AP50 | mask AP | mask AP50 | iterations | wall time |",
-            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    out += ["", "## Runs", "",
+            "Wall time: the detector's training and evaluations. Pre-training: the backbone's classifier "
+            "(`detectron2_ext.pretrain`), trained once per backbone and seed by the first run that needed it "
+            "and kept for the others; its epochs, validation accuracy and wall time.", "",
+            "| run | box AP | box AP50 | mask AP | mask AP50 | iterations | wall time | pre-training |",
+            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in records:
         mask = r.get("mask", {})
         fmt = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
         out.append(
             f"| {r['run_key']} | {fmt(r['box']['AP'])} | {fmt(r['box']['AP50'])} | {fmt(mask.get('AP'))} | "
-            f"{fmt(mask.get('AP50'))} | {r['iterations']} | {r['wall_time_s'] / 60:.1f} min |"
+            f"{fmt(mask.get('AP50'))} | {r['iterations']} | {r['wall_time_s'] / 60:.1f} min | {_pretraining(r)} |"
         )
     return "\n".join(out) + "\n"
+
+
+def _pretraining(record: dict[str, Any]) -> str:
+    p = record.get("pretrain")
+    if not p:
+        return "none"
+    who = "this run" if p["trained_here"] else "kept"
+    return f"{p['epochs']} epochs, {100 * p['val_accuracy']:.1f} %, {p['wall_time_s'] / 60:.1f} min ({who})"
 
 
 def predictions_of(run_dir: Path) -> list[dict[str, Any]]:
