@@ -163,14 +163,19 @@ def plot_differences(ax, table: pd.DataFrame, paper_table: int | None = None, ti
 
 # ----------------------------------------------------------------------------- detection (notebooks 7 and 8)
 
-DETECTION = RESULTS / "detection"
+def detection_dir(scale: float = 1.0) -> Path:
+    """The detection comparison's results folder at ``scale`` times the adopted schedule."""
+    from detectron2_ext.compare.configs import default_out, schedule_opts
+
+    return RESULTS.parents[2] / default_out("faster_rcnn", schedule_opts("faster_rcnn", scale) if scale != 1 else [])
 
 
-def load_detection(results_dir: str | Path = DETECTION) -> dict:
-    """``python -m detectron2_ext.compare``'s ``results.json``; a clear error when it is not there."""
-    path = Path(results_dir) / "results.json"
+def load_detection(results_dir: str | Path | None = None) -> dict:
+    """``python -m detectron2_ext.compare``'s ``results.json`` (default: the adopted schedule's); a clear
+    error when it is not there."""
+    path = Path(results_dir or detection_dir()) / "results.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `python -m detectron2_ext.compare --seeds 2 --jobs 2` first")
+        raise FileNotFoundError(f"{path} is missing: run `python -m detectron2_ext.compare --jobs 2` first")
     return json.loads(path.read_text())
 
 

@@ -15,7 +15,7 @@ import pytest
 from detectron2_ext.compare import BACKBONES, DETECTORS, budget_of_config, config_path
 from detectron2_ext.compare import __main__ as cli
 from detectron2_ext.compare.child import measured
-from detectron2_ext.compare.report import paper_ap, render_markdown, statistics
+from detectron2_ext.compare.report import contrasts, paper_ap, render_markdown, statistics
 from detectron2_ext.config import attention_choices
 from torch_impl.zoo.paper import TABLE8, TABLE9
 
@@ -115,6 +115,9 @@ def test_report_pairs_each_backbone_with_resnet50_over_the_same_seeds():
     assert "+2.0 [-10.7, +14.7]† | – | 40.3, 61.4, 43.9, 24.0, 43.7, 52.4 |" in text  # Table 8's COCO row beside
     assert "## Mask AP (Table 9's columns)" in text and "36.3, 58.1, 38.5" in text
     assert "| Mask R-CNN | ResNet-50 | 2 |" in text and "baseline" in text
+    # runs from several sessions' machines: each machine named, with its count of runs
+    data["records"][0]["machine"] = {"cpu": "other CPU", "cores": 2}
+    assert "machines: other CPU (2 cores), torch x: 1 run; test CPU (2 cores), torch x: 4 runs." in render_markdown(data)
 
 
 def test_report_pairs_3d_aff_with_se_too():
@@ -127,6 +130,19 @@ def test_report_pairs_3d_aff_with_se_too():
     assert aff["difference_se"].n == 3 and aff["difference_se"].mean == pytest.approx(5 / 3)  # 2, 1, 2
     assert rows["SE_R_50"]["difference_se"] is None and rows["R_50"]["difference_se"].mean == pytest.approx(-16 / 3)
     text = render_markdown(data)
+    # 3 seeds each: 3D-AFF - ResNet-50 is 7, 5, 9 and 3D-AFF - SE 2, 1, 2 (both intervals above 0)
+    verdicts = {(c["row"], c["baseline"]): c["verdict"] for c in contrasts(data, "box")}
+    assert verdicts == {("AFF3D_R_50", "R_50"): "higher", ("AFF3D_R_50", "SE_R_50"): "higher",
+                        ("SE_R_50", "R_50"): "higher"}  # fmt: skip
+    assert "| Mask R-CNN | 3D-AFF-ResNet-50 − SE-ResNet-50 | 3 | +1.7 [+0.2, +3.1] | higher |" in text
+    spans = {"budget_id": "x", "records": [_record("R_50", s, 50 + v) for s, v in enumerate((0, 2, 1))]
+             + [_record("AFF3D_R_50", s, 50 + v) for s, v in enumerate((1, 0, 3))]}  # 1, -2, 2: spans 0 and the margin
+    assert [c["verdict"] for c in contrasts(spans, "box")] == ["inconclusive"]
+    same = {"budget_id": "x", "records": [_record(b, s, 50 + 0.1 * s + (b == "SE_R_50") * 0.2 * (s % 2))
+                                          for b in ("R_50", "SE_R_50") for s in range(4)]}  # fmt: skip
+    assert contrasts(same, "box")[0]["verdict"] == "equivalent within ±1"  # SE - R-50: 0, .2, 0, .2
+    one = {"budget_id": "x", "records": [_record("R_50", 0, 50), _record("AFF3D_R_50", 0, 52), _record("AFF3D_R_50", 1, 52)]}
+    assert [c["verdict"] for c in contrasts(one, "box")] == ["one seed: no interval"]
     se_cell = f"+1.7 [{aff['difference_se'].low:+.1f}, {aff['difference_se'].high:+.1f}] |"
     assert se_cell in text and "†" not in se_cell  # 3 seeds: 2 degrees of freedom, no mark
     assert "| Mask R-CNN | SE-ResNet-50 | 3 |" in text and "| baseline | 39.5," in text
@@ -148,6 +164,15 @@ def test_schedule_scale_scales_iterations_steps_evaluations_and_keeps_the_warmup
     assert int(double["SOLVER.CHECKPOINT_PERIOD"]) == load_config_chain(config_path("mask_rcnn", "R_50"))["SOLVER"]["CHECKPOINT_PERIOD"]
 
 
+def test_results_go_to_a_folder_named_by_the_schedule_unless_told_otherwise():
+    from detectron2_ext.compare.configs import COMPARISON, default_out, load_config_chain, schedule_opts
+
+    full = load_config_chain(config_path("faster_rcnn", "R_50"))["SOLVER"]["MAX_ITER"]
+    assert default_out("faster_rcnn", []) == Path(COMPARISON) / f"i{full}"
+    assert default_out("mask_rcnn", schedule_opts("mask_rcnn", 0.5)) == Path(COMPARISON) / f"i{full // 2}"
+    assert default_out("faster_rcnn", ["SOLVER.MAX_ITER", "10"]).name == "i10"
+
+
 def test_a_bad_schedule_scale_is_an_error(tmp_path, capsys):
     rc, out = _run(["--out", str(tmp_path), "--dry-run", "--schedule-scale", "0"], capsys)
     assert rc == 2 and out.startswith("error: --schedule-scale must be positive, got 0.0")
@@ -167,25 +192,34 @@ def _schedule_records(ap50_by_backbone: dict[str, list[float]], iterations: int)
 def test_schedules_report_says_whether_halving_moves_the_means_by_less_than_a_point(tmp_path):
     from detectron2_ext.compare import schedules
 
-    for iterations, aps in ((600, {"R_50": [40, 42], "AFF3D_R_50": [44, 45]}),
-                            (1200, {"R_50": [41.5, 41.8], "AFF3D_R_50": [45, 45.5]}),  # moves 0.65 and 0.75
+    for iterations, aps in ((300, {"R_50": [30], "SE_R_50": [31], "AFF3D_R_50": [32]}),
+                            (600, {"R_50": [40, 42], "SE_R_50": [41, 43], "AFF3D_R_50": [44, 45]}),
+                            (1200, {"R_50": [41.5, 41.8], "SE_R_50": [42.5, 42], "AFF3D_R_50": [45, 45.5]}),  # moves < 1
                             (2400, {"R_50": [45, 47]})):  # moves R-50 by 3.85  # fmt: skip
         (tmp_path / f"i{iterations}").mkdir()
         (tmp_path / f"i{iterations}" / "results.json").write_text(json.dumps(_schedule_records(aps, iterations)))
     (tmp_path / "i4800").mkdir()  # a schedule not run yet: left out
     loaded = schedules.load_schedules(tmp_path)
-    assert list(loaded) == [600, 1200, 2400]
+    assert list(loaded) == [300, 600, 1200, 2400]
     rows = schedules.analyse(loaded)
-    assert schedules.converged(rows, 1200, "faster_rcnn") is True
-    assert schedules.converged(rows, 2400, "faster_rcnn") is False
-    assert schedules.converged(rows, 600, "faster_rcnn") is None  # nothing at 300
+    assert schedules.converged(rows, 1200, "faster_rcnn") == "yes"
+    assert schedules.converged(rows, 2400, "faster_rcnn") == "no"
+    assert schedules.converged(rows, 300, "faster_rcnn") is None  # nothing at 150
+    assert schedules.converged(rows, 600, "faster_rcnn") == "no"  # R-50 moved 11 points from 1 seed at 300
+    # every move under a point, but 1 seed at half and SE missing: not shown yet
+    few = schedules.analyse({600: _schedule_records({"R_50": [40]}, 600)["records"],
+                             1200: _schedule_records({"R_50": [40.5, 41], "AFF3D_R_50": [45]}, 1200)["records"]})
+    assert schedules.converged(few, 1200, "faster_rcnn") == "so far"
+    assert schedules.missing_coverage([r for r in few if r["half_mean"] is not None]) == [
+        "ResNet-50", "SE-ResNet-50", "3D-AFF-ResNet-50"]  # fmt: skip
     r = next(r for r in rows if r["iterations"] == 1200 and r["backbone"] == "R_50")
     assert r["half_mean"] == 41.0 and r["paired_change"].n == 2 and r["paired_change"].mean == pytest.approx(0.65)
     assert schedules.main([str(tmp_path)]) == 0
     text = (tmp_path / "schedules.md").read_text()
     assert "| Faster R-CNN | 1200 | ResNet-50 | 2 | 41.6 ± 0.2 | +0.6 (half: 2 seeds) |" in text
     assert "+0.6 [-10.2, +11.5]† | yes |" in text  # 2 seeds: marked as 1 degree of freedom
-    assert "- Faster R-CNN, 1200 iterations: halving moves every measured backbone's mean box AP50 by less than 1 point: long enough." in text
+    assert ("- Faster R-CNN, 1200 iterations: halving moves every backbone's mean box AP50 by less than 1 point, "
+            "with at least 2 seeds of each of the paper's three: long enough.") in text
     assert "- Faster R-CNN, 2400 iterations: halving moves at least one backbone's mean box AP50 by 1 point or more: not long enough." in text
     assert (tmp_path / "schedules.png").stat().st_size > 0
 
@@ -231,6 +265,12 @@ def test_finished_runs_are_merged_and_another_budget_is_refused(tmp_path, capsys
     spec_path = Path(commands[0].split()[-1])
     spec = json.loads(spec_path.read_text())
     assert spec["config_file"].endswith("configs/shapes/mask_rcnn_R_50_FPN_shapes.yaml") and spec["seed"] == 0
+    # without --seeds, each backbone gets its planned seeds: 3 for ResNet-50, SE and 3D-AFF, 2 for CBAM and ECA
+    rc, text = _run(["--out", str(tmp_path / "plan"), "--runs", str(runs), "--dry-run", "--detectors",
+                     "faster_rcnn,mask_rcnn"], capsys)  # fmt: skip
+    planned = [line.split("/")[-1] for line in text.splitlines() if "compare.child" in line]
+    assert rc == 0 and len(planned) == 2 * 13 and "faster_rcnn_AFF3D_R_50.seed2.spec.json" in planned
+    assert not any("CBAM_R_50.seed2" in p or "ECA_R_50.seed2" in p for p in planned)
     # a run that finished before (its record.json) is merged without training it again
     run_dir = Path(spec["run_dir"])
     measured_part = {k: v for k, v in _record("R_50", 0, 51.0).items() if k in ("iterations", "box", "mask", "wall_time_s",
@@ -294,7 +334,14 @@ def test_both_detectors_of_a_backbone_and_seed_share_one_pretraining(tmp_path, c
     assert budget["faster_rcnn"]["PRETRAIN"]["EPOCHS"] == 1 and "CACHE_DIR" not in json.dumps(budget)
 
 
-COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "results" / "experiments" / "detection"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _committed() -> Path:
+    """The comparison at the adopted config's full schedule (where ``compare`` writes by default)."""
+    from detectron2_ext.compare.configs import default_out
+
+    return REPO / default_out("faster_rcnn", [])
 
 
 def _section_tables(text: str) -> list[str]:
@@ -309,16 +356,17 @@ def _section_tables(text: str) -> list[str]:
 
 
 def test_committed_report_is_the_report_of_the_committed_records():
-    data = json.loads((COMMITTED / "results.json").read_text())
-    assert (COMMITTED / "results.md").read_text() == render_markdown(data)
-    # the committed comparison may predate backbones added since (CBAM, ECA); each one it has is known
-    backbones = {r["backbone_key"] for r in data["records"]}
-    assert {"R_50", "AFF3D_R_50"} <= backbones <= set(BACKBONES)
-    predictions = json.loads((COMMITTED / "predictions.json").read_text())
-    assert set(predictions) == {f"mask_rcnn_{b}.seed0" for b in backbones}
+    committed = _committed()
+    data = json.loads((committed / "results.json").read_text())
+    assert (committed / "results.md").read_text() == render_markdown(data)
+    assert {r["backbone_key"] for r in data["records"]} <= set(BACKBONES)
+    assert all(r["iterations"] == int(committed.name[1:]) for r in data["records"])
+    # detections kept only of seed-0 runs this comparison trained (records carried over from trials have none)
+    predictions = json.loads((committed / "predictions.json").read_text())
+    assert predictions and set(predictions) <= {r["run_key"] for r in data["records"] if r["seed"] == 0}
 
 
 def test_the_results_page_shows_the_committed_detection_tables():
-    readme = (COMMITTED.parents[3] / "docs" / "results.md").read_text()
-    rows = _section_tables((COMMITTED / "results.md").read_text())
-    assert len(rows) >= 2 + 3 and all(row in readme for row in rows), [r for r in rows if r not in readme][:2]
+    readme = (REPO / "docs" / "results.md").read_text()
+    rows = _section_tables((_committed() / "results.md").read_text())
+    assert len(rows) >= 2 + 1 and all(row in readme for row in rows), [r for r in rows if r not in readme][:2]

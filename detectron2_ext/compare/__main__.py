@@ -1,10 +1,14 @@
 """Train and compare detection backbones on the built-in shapes scenes.
 
-    python -m detectron2_ext.compare --seeds 2 --jobs 2                      # Mask R-CNN x {R50, SE, CBAM, ECA, 3D-AFF}
-    python -m detectron2_ext.compare --detectors mask_rcnn,faster_rcnn --seeds 2
+    python -m detectron2_ext.compare --jobs 2                                # Mask R-CNN x {R50, SE, CBAM, ECA, 3D-AFF}
+    python -m detectron2_ext.compare --detectors mask_rcnn,faster_rcnn       # both, each backbone's seeds (SEEDS)
     python -m detectron2_ext.compare --backbones R_50,AFF3D_R_50 --seeds 1 SOLVER.MAX_ITER 500
-    python -m detectron2_ext.compare --detectors faster_rcnn --schedule-scale 0.5 --out .../half  # halving check
+    python -m detectron2_ext.compare --detectors faster_rcnn --schedule-scale 0.5    # halving check: into i<N/2>/
     python -m detectron2_ext.compare --report-only                           # rewrite results.md
+    python -m detectron2_ext.compare.schedules docs/results/experiments/detection/comparison  # the halving table
+
+Results go to ``<out>/results.json``; by default ``docs/results/experiments/detection/comparison/i<N>``
+with N the runs' iterations, so that each schedule's runs have a folder of their own.
 
 Runs already finished (``record.json`` in their folder, or a record in ``results.json``) are
 skipped; an interrupted run resumes from its last checkpoint. Trailing ``KEY VALUE`` pairs change
@@ -25,7 +29,7 @@ from typing import Any
 from torch_impl.experiments.runner import Executor, read_finished
 from torch_impl.experiments.store import ResultsMismatch, budget_id, load_results, write_json_atomic
 
-from .configs import BACKBONES, DETECTORS, budget_of_config, config_path, schedule_opts
+from .configs import BACKBONES, COMPARISON, DETECTORS, SEEDS, budget_of_config, config_path, default_out, schedule_opts
 from .report import PREDICTIONS_FILE, predictions_of, render_markdown
 
 GRID = "detection"
@@ -88,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--detectors", default="mask_rcnn", help=f"comma-separated, of {list(DETECTORS)}")
     p.add_argument("--backbones", default="", help=f"comma-separated, of {list(BACKBONES)} (default: all)")
-    p.add_argument("--seeds", type=int, default=2, help="seeds per backbone (0, 1, ..., N-1); default 2")
+    p.add_argument("--seeds", type=int, default=None,
+                   help=f"seeds per backbone (0, 1, ..., N-1); default: each backbone's in SEEDS, {SEEDS}")
     p.add_argument("--jobs", type=int, default=1, help="runs side by side, one thread each (default 1)")
-    p.add_argument("--out", default="docs/results/experiments/detection", help="results folder")
+    p.add_argument("--out", default=None, help=f"results folder (default: {COMPARISON}/i<iterations>)")
     p.add_argument("--runs", default="runs/detection", help="run folders (detectron2 OUTPUT_DIRs)")
     p.add_argument("--datasets", default=None, help="$DETECTRON2_DATASETS of the runs (default: <runs>/datasets)")
     p.add_argument("--schedule-scale", type=float, default=1.0,
@@ -116,13 +121,13 @@ def _main(args) -> int:
     backbones = _names(args.backbones, BACKBONES, "backbone")
     if len(args.opts) % 2:
         raise UserError(f"config overrides come as KEY VALUE pairs; got an odd number: {args.opts}")
-    if args.seeds < 1 or args.jobs < 1:
+    if (args.seeds is not None and args.seeds < 1) or args.jobs < 1:
         raise UserError(f"--seeds and --jobs must be at least 1, got {args.seeds} and {args.jobs}")
     if not args.schedule_scale > 0:
         raise UserError(f"--schedule-scale must be positive, got {args.schedule_scale}")
     if args.schedule_scale != 1:  # the same for both detectors: their configs share one schedule
         args.opts = schedule_opts(detectors[0], args.schedule_scale) + list(args.opts)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else default_out(detectors[0], args.opts)
     if args.report_only:  # the file's own records, whatever budget today's configs give
         path = out / "results.json"
         data = json.loads(path.read_text()) if path.exists() else {"records": []}
@@ -144,11 +149,12 @@ def _main(args) -> int:
     runs_dir = Path(args.runs) / bid
     done = {(r["detector_key"], r["backbone_key"], int(r["seed"])) for r in data["records"]}
     queue = []
-    for seed in range(args.seeds):  # seed-major: an interrupted comparison has whole seeds
+    seeds = {b: args.seeds or SEEDS[b] for b in backbones}
+    for seed in range(max(seeds.values())):  # seed-major: an interrupted comparison has whole seeds
         for detector in detectors:
             for backbone in backbones:
                 run = DetectionRun(detector, backbone, seed, runs_dir)
-                if (detector, backbone, seed) in done:
+                if seed >= seeds[backbone] or (detector, backbone, seed) in done:
                     continue
                 finished = read_finished(run)
                 if finished is not None:

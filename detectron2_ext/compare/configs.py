@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "shapes"
+COMPARISON = "docs/results/experiments/detection/comparison"  # the results: one i<iterations>/ folder per schedule
 
 # config name -> (paper's row label in Tables 8/9, MODEL.AFF3D.ATTENTION), the five backbones in the
 # tables' order: the attention names are the keys of torch_impl.attention's table ("none" is
@@ -25,6 +26,9 @@ BACKBONES: dict[str, tuple[str, str]] = {
     "AFF3D_R_50": ("3D-AFF-ResNet-50", "aff3d"),
 }
 DETECTORS: dict[str, str] = {"mask_rcnn": "Mask R-CNN", "faster_rcnn": "Faster R-CNN"}
+# Seeds per backbone and detector at the full schedule: three for the paper's headline rows, whose
+# contrasts are the question, two for CBAM and ECA (the runner's default; --seeds N sets one count for all).
+SEEDS: dict[str, int] = {"R_50": 3, "SE_R_50": 3, "CBAM_R_50": 2, "ECA_R_50": 2, "AFF3D_R_50": 3}
 
 # Keys that name a run or say where and how often it saves, rather than change what it learns.
 PER_RUN_KEYS = (("MODEL", "AFF3D", "ATTENTION"), ("SEED",), ("OUTPUT_DIR",), ("SOLVER", "CHECKPOINT_PERIOD"))
@@ -88,3 +92,8 @@ def budget_of_config(detector: str, backbone: str, opts: list[str] = ()) -> dict
             node = node.get(part, {})
         node.pop(path[-1], None)
     return cfg
+
+
+def default_out(detector: str, opts: list[str] = ()) -> Path:
+    """``<COMPARISON>/i<N>``, N the iterations the config and ``opts`` give (a halving run's folder is i<N/2>)."""
+    return Path(COMPARISON) / f"i{budget_of_config(detector, 'R_50', opts)['SOLVER']['MAX_ITER']}"

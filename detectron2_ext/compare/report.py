@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from torch_impl.experiments.stats import paired_difference, summarize
+from torch_impl.experiments.stats import paired_difference, summarize, verdict
 from torch_impl.zoo.paper import TABLE8, TABLE9
 
 from .configs import BACKBONES, DETECTORS
@@ -27,6 +27,10 @@ MASK_COLUMNS = ("AP", "AP50", "AP75")
 BASELINE = "R_50"
 SECOND_BASELINE = "SE_R_50"  # the attention the paper improves on: 3D-AFF is also paired with SE
 ONE_DOF = "†"  # an interval from 2 seeds: 1 degree of freedom (t = 12.7), a single spread estimate
+EQUIVALENCE_AP = 1.0  # AP points: "equivalent" needs the whole interval inside +-this (the halving check's mark)
+# the contrasts the paper's Tables 8 and 9 are read for: (row, baseline)
+CONTRASTS = (("AFF3D_R_50", "R_50"), ("AFF3D_R_50", "SE_R_50"), ("SE_R_50", "R_50"),
+             ("CBAM_R_50", "R_50"), ("ECA_R_50", "R_50"))  # fmt: skip
 
 
 def paper_ap(table, detector: str, backbone: str) -> dict[str, float]:
@@ -83,6 +87,45 @@ def format_difference(d, missing: str = "baseline") -> str:
     return f"{d.mean:+.1f} [{d.low:+.1f}, {d.high:+.1f}]{ONE_DOF if d.n == 2 else ''}"
 
 
+def ap_verdict(d) -> str:
+    """What a paired AP difference's 95 % interval supports: "higher" or "lower" (it excludes 0),
+    "equivalent within ±1" (it lies inside ±EQUIVALENCE_AP), else "inconclusive"; with one seed there is
+    no interval, and from two it rests on 1 degree of freedom (said, since such an interval says little)."""
+    if d is None:
+        return "no seeds in common"
+    if d.n < 2:
+        return "one seed: no interval"
+    v = verdict(d, EQUIVALENCE_AP)
+    v = {"lower error": "lower", "higher error": "higher"}.get(v, v)
+    return v + (" (2 seeds: 1 degree of freedom)" if d.n == 2 else "")
+
+
+def contrasts(data: dict[str, Any], task: str = "box", column: str = "AP50") -> list[dict[str, Any]]:
+    """Per detector, each of CONTRASTS with both rows run: the paired difference and its verdict."""
+    groups = _groups([r for r in data["records"] if task in r])
+    out = []
+    for detector in DETECTORS:
+        for row, base in CONTRASTS:
+            a, b = groups.get((detector, row)), groups.get((detector, base))
+            if not a or not b:
+                continue
+            value = lambda g: {s: r[task][column] for s, r in g.items() if r[task].get(column) is not None}  # noqa: E731
+            d = paired_difference(value(a), value(b))
+            out.append({"detector": detector, "row": row, "baseline": base, "difference": d, "verdict": ap_verdict(d)})
+    return out
+
+
+def _contrast_lines(data: dict[str, Any], task: str) -> list[str]:
+    lines = ["| detector | contrast | seeds paired | difference [95 % CI] | what the interval supports |",
+             "|---|---|---:|---|---|"]  # fmt: skip
+    for c in contrasts(data, task):
+        name = f"{BACKBONES[c['row']][0]} − {BACKBONES[c['baseline']][0]}"
+        n = 0 if c["difference"] is None else c["difference"].n
+        lines.append(f"| {DETECTORS[c['detector']]} | {name} | {n} | {format_difference(c['difference'], '–')} | "
+                     f"{c['verdict']} |")
+    return lines if len(lines) > 2 else ["No contrast has both of its backbones run yet."]
+
+
 def _table(data: dict[str, Any], task: str, columns: tuple[str, ...], paper_table) -> list[str]:
     stats = {(s["detector"], s["backbone"], c): s for c in columns for s in statistics(data, task, c)}
     keys = list(dict.fromkeys((d, b) for d, b, _ in stats))
@@ -119,9 +162,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         "The last column is the paper's COCO val2017 result (Tables 8 and 9): another data set, "
         "full-width ImageNet-pretrained backbones, MMDetection; compare directions, not values.",
         "",
-        f"Budget `{data['budget_id']}`: {', '.join(map(str, iters))} iterations per run; machine: "
-        f"{first['machine']['cpu']} ({first['machine']['cores']} cores), {first['threads']} thread(s) per run; "
-        f"torch {first['versions']['torch']}.",
+        f"Budget `{data['budget_id']}`: {', '.join(map(str, iters))} iterations per run, {first['threads']} "
+        f"thread(s) per run; machines: {'; '.join(machines_of(records))}.",
         "",
         "## Box AP (Table 8's columns)",
         "",
@@ -129,20 +171,38 @@ def render_markdown(data: dict[str, Any]) -> str:
     ]
     if any("mask" in r for r in records):
         out += ["", "## Mask AP (Table 9's columns)", "", *_table(data, "mask", MASK_COLUMNS, TABLE9)]
+    out += ["", "## What the intervals support (AP50, paired by seed)", "",
+            f"\"higher\" / \"lower\": the 95 % interval excludes 0; \"equivalent within ±{EQUIVALENCE_AP:g}\": it lies "
+            f"inside ±{EQUIVALENCE_AP:g} point; else \"inconclusive\". Up to {len(CONTRASTS)} contrasts per detector "
+            "and task, each at 95 %: where there is no difference, one interval in twenty still excludes 0 by chance.", "",
+            "Box AP50:", "", *_contrast_lines(data, "box")]  # fmt: skip
+    if any("mask" in r for r in records):
+        out += ["", "Mask AP50:", "", *_contrast_lines(data, "mask")]
     out += ["", "## Runs", "",
             "Wall time: the detector's training and evaluations. Pre-training: the backbone's classifier "
             "(`detectron2_ext.pretrain`), trained once per backbone and seed by the first run that needed it "
             "and kept for the others; its epochs, validation accuracy and wall time.", "",
-            "| run | box AP | box AP50 | mask AP | mask AP50 | iterations | wall time | pre-training |",
-            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            "| run | box AP | box AP50 | mask AP | mask AP50 | iterations | wall time | pre-training | machine |",
+            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in records:
         mask = r.get("mask", {})
         fmt = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
         out.append(
             f"| {r['run_key']} | {fmt(r['box']['AP'])} | {fmt(r['box']['AP50'])} | {fmt(mask.get('AP'))} | "
-            f"{fmt(mask.get('AP50'))} | {r['iterations']} | {r['wall_time_s'] / 60:.1f} min | {_pretraining(r)} |"
+            f"{fmt(mask.get('AP50'))} | {r['iterations']} | {r['wall_time_s'] / 60:.1f} min | {_pretraining(r)} | "
+            f"{r['machine']['cpu']} |"
         )
     return "\n".join(out) + "\n"
+
+
+def machines_of(records: list[dict[str, Any]]) -> list[str]:
+    """The distinct machines the runs trained on, with how many runs each (runs of one comparison may
+    come from several sessions' machines; their wall times compare only within one machine)."""
+    counts: dict[str, int] = {}
+    for r in records:
+        m = f"{r['machine']['cpu']} ({r['machine']['cores']} cores), torch {r['versions']['torch']}"
+        counts[m] = counts.get(m, 0) + 1
+    return [f"{m}: {n} run{'s' if n > 1 else ''}" for m, n in counts.items()]
 
 
 def _pretraining(record: dict[str, Any]) -> str:
