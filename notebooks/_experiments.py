@@ -163,11 +163,11 @@ def plot_differences(ax, table: pd.DataFrame, paper_table: int | None = None, ti
 
 # ----------------------------------------------------------------------------- detection (notebooks 7 and 8)
 
-def detection_dir(scale: float = 1.0) -> Path:
-    """The detection comparison's results folder at ``scale`` times the adopted schedule."""
-    from detectron2_ext.compare.configs import default_out, schedule_opts
+def detection_dir() -> Path:
+    """The detection comparison's results folder at the adopted schedule (``compare``'s default ``--out``)."""
+    from detectron2_ext.compare.configs import default_out
 
-    return RESULTS.parents[2] / default_out("faster_rcnn", schedule_opts("faster_rcnn", scale) if scale != 1 else [])
+    return RESULTS.parents[2] / default_out("faster_rcnn")
 
 
 def load_detection(results_dir: str | Path | None = None) -> dict:

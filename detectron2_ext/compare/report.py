@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +56,11 @@ def statistics(data: dict[str, Any], task: str, column: str) -> list[dict[str, A
     groups = _groups([r for r in data["records"] if task in r])
     rows = []
     for (detector, backbone), by_seed in groups.items():
-        values = {s: r[task][column] for s, r in by_seed.items() if r[task].get(column) is not None}
+        values = _values(by_seed, task, column)
         if not values:
             continue
         def against(baseline: str):
-            base = groups.get((detector, baseline), {})
-            base_values = {s: r[task][column] for s, r in base.items() if r[task].get(column) is not None}
+            base_values = _values(groups.get((detector, baseline), {}), task, column)
             return None if backbone == baseline else paired_difference(values, base_values)
 
         rows.append({
@@ -68,6 +68,11 @@ def statistics(data: dict[str, Any], task: str, column: str) -> list[dict[str, A
             "difference": against(BASELINE), "difference_se": against(SECOND_BASELINE),
         })  # fmt: skip
     return rows
+
+
+def _values(by_seed: dict[int, dict[str, Any]], task: str, column: str) -> dict[int, float]:
+    """seed -> ``record[task][column]``, leaving out seeds where it is undefined."""
+    return {s: r[task][column] for s, r in by_seed.items() if r[task].get(column) is not None}
 
 
 def _cell(values: dict[int, float]) -> str:
@@ -101,17 +106,16 @@ def ap_verdict(d) -> str:
 
 
 def contrasts(data: dict[str, Any], task: str = "box", column: str = "AP50") -> list[dict[str, Any]]:
-    """Per detector, each of CONTRASTS with both rows run: the paired difference and its verdict."""
-    groups = _groups([r for r in data["records"] if task in r])
+    """Per detector, each of CONTRASTS with both rows run: the paired difference (``statistics``'s, against
+    ResNet-50 or SE) and its verdict."""
+    stats = {(s["detector"], s["backbone"]): s for s in statistics(data, task, column)}
+    against = {BASELINE: "difference", SECOND_BASELINE: "difference_se"}
     out = []
     for detector in DETECTORS:
         for row, base in CONTRASTS:
-            a, b = groups.get((detector, row)), groups.get((detector, base))
-            if not a or not b:
-                continue
-            value = lambda g: {s: r[task][column] for s, r in g.items() if r[task].get(column) is not None}  # noqa: E731
-            d = paired_difference(value(a), value(b))
-            out.append({"detector": detector, "row": row, "baseline": base, "difference": d, "verdict": ap_verdict(d)})
+            if (detector, row) in stats and (detector, base) in stats:
+                d = stats[(detector, row)][against[base]]
+                out.append({"detector": detector, "row": row, "baseline": base, "difference": d, "verdict": ap_verdict(d)})
     return out
 
 
@@ -198,10 +202,7 @@ def render_markdown(data: dict[str, Any]) -> str:
 def machines_of(records: list[dict[str, Any]]) -> list[str]:
     """The distinct machines the runs trained on, with how many runs each (runs of one comparison may
     come from several sessions' machines; their wall times compare only within one machine)."""
-    counts: dict[str, int] = {}
-    for r in records:
-        m = f"{r['machine']['cpu']} ({r['machine']['cores']} cores), torch {r['versions']['torch']}"
-        counts[m] = counts.get(m, 0) + 1
+    counts = Counter(f"{r['machine']['cpu']} ({r['machine']['cores']} cores), torch {r['versions']['torch']}" for r in records)
     return [f"{m}: {n} run{'s' if n > 1 else ''}" for m, n in counts.items()]
 
 

@@ -78,12 +78,17 @@ def converged(rows: list[dict[str, Any]], iterations: int, detector: str) -> str
     more; "yes" when it moved none by as much and every REQUIRED_BACKBONES one was measured with
     MIN_SEEDS seeds at both lengths; "so far" when it moved none but that coverage is missing; None when
     no backbone was measured at both."""
-    measured = [r for r in rows if r["iterations"] == iterations and r["detector"] == detector and r["half_mean"] is not None]
+    measured = measured_at_half(rows, iterations, detector)
     if not measured:
         return None
     if any(abs(r["summary"].mean - r["half_mean"]) >= CONVERGED_CHANGE for r in measured):
         return "no"
     return "yes" if not missing_coverage(measured) else "so far"
+
+
+def measured_at_half(rows: list[dict[str, Any]], iterations: int, detector: str) -> list[dict[str, Any]]:
+    """The rows of ``detector`` at ``iterations`` whose backbone was also measured at half of it."""
+    return [r for r in rows if r["iterations"] == iterations and r["detector"] == detector and r["half_mean"] is not None]
 
 
 def missing_coverage(measured: list[dict[str, Any]]) -> list[str]:
@@ -128,10 +133,10 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
                 verdicts.append(head + f"halving moves every backbone's mean box AP50 by less than {CONVERGED_CHANGE:g} "
                                 f"point, with at least {MIN_SEEDS} seeds of each of the paper's three: long enough.")
             else:
-                measured = [r for r in rows if r["iterations"] == e and r["detector"] == detector and r["half_mean"] is not None]
+                missing = missing_coverage(measured_at_half(rows, e, detector))
                 verdicts.append(head + f"halving moves every measured backbone's mean box AP50 by less than "
                                 f"{CONVERGED_CHANGE:g} point so far; still to measure with {MIN_SEEDS} seeds at both "
-                                f"lengths: {', '.join(missing_coverage(measured))}. Not shown yet.")
+                                f"lengths: {', '.join(missing)}. Not shown yet.")
     out += ["", *(verdicts or ["- No schedule was measured at half its length yet."])]
     return "\n".join(out) + "\n"
 
