@@ -293,6 +293,25 @@ def test_finished_runs_are_merged_and_another_budget_is_refused(tmp_path, capsys
     assert rc == 0 and "| mask_rcnn_R_50.seed0 | " in (out / "results.md").read_text()
 
 
+def test_two_runners_on_one_folder_keep_each_others_runs(tmp_path):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    budget = {d: budget_of_config(d, "R_50") for d in DETECTORS}
+    bid = cli.budget_id(budget)
+    measured_part = {k: v for k, v in _record("R_50", 1, 51.0).items() if k in ("iterations", "box", "mask")}
+    # both runners load the (empty) folder when they start
+    first, second = (cli.load_results(out / "results.json", cli.GRID, budget) for _ in range(2))
+    cli.on_done(first, cli.DetectionRun("mask_rcnn", "SE_R_50", 1, runs), measured_part, bid, out)
+    # the second finishes later, with the in-memory records it loaded before the first's run was added
+    cli.on_done(second, cli.DetectionRun("faster_rcnn", "R_50", 1, runs), measured_part, bid, out)
+    keys = [r["run_key"] for r in json.loads((out / "results.json").read_text())["records"]]
+    assert keys == ["mask_rcnn_SE_R_50.seed1", "faster_rcnn_R_50.seed1"]  # sorted: detector, backbone, seed
+    assert [r["run_key"] for r in second["records"]] == keys  # and its report shows both
+    # a run finished again replaces its record instead of adding a second one
+    cli.on_done(first, cli.DetectionRun("mask_rcnn", "SE_R_50", 1, runs), {**measured_part, "iterations": 7}, bid, out)
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert [r["iterations"] for r in records] == [7, 100]
+
+
 TINY_PRETRAINING = ["PRETRAIN.EPOCHS", "1", "PRETRAIN.IMAGES", "8", "PRETRAIN.VAL_IMAGES", "4", "PRETRAIN.IMAGE_SIZE", "32",
                     "PRETRAIN.BATCH_SIZE", "4"]  # fmt: skip
 

@@ -28,11 +28,13 @@ from typing import Any
 
 from torch_impl.experiments.runner import Executor, read_finished
 from torch_impl.experiments.store import ResultsMismatch, budget_id, load_results, write_json_atomic
+from torch_impl.folder_lock import FolderBusy, lock_folder
 
 from .configs import BACKBONES, COMPARISON, DETECTORS, SEEDS, budget_of_config, config_path, default_out, schedule_opts
 from .report import PREDICTIONS_FILE, predictions_of, render_markdown
 
 GRID = "detection"
+MERGE_WAIT_S = 60.0  # another runner holds the results folder only while it merges one run
 
 
 class UserError(Exception):
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _main(args)
-    except (UserError, ResultsMismatch) as err:
+    except (UserError, ResultsMismatch, FolderBusy) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -183,17 +185,23 @@ def _main(args) -> int:
 
 
 def on_done(data: dict[str, Any], run: DetectionRun, measured: dict[str, Any], bid: str, out: Path) -> None:
-    """Merge a finished run into results.json (sorted: detector, backbone, seed) and keep seed 0's detections."""
+    """Merge a finished run into results.json (sorted: detector, backbone, seed) and keep seed 0's detections.
+
+    The files are read again under the folder's lock: another runner on the same folder (other backbones,
+    or the other detector) may have added its runs since this one loaded them, and they are kept."""
     record = record_for(run, measured, bid)
     order = {k: i for i, k in enumerate([*DETECTORS, *BACKBONES])}
-    data["records"] = [r for r in data["records"] if r["run_key"] != run.key] + [record]
-    data["records"].sort(key=lambda r: (order[r["detector_key"]], order[r["backbone_key"]], int(r["seed"])))
-    write_json_atomic(out / "results.json", data)
-    if run.seed == 0:
-        path = out / PREDICTIONS_FILE
-        predictions = json.loads(path.read_text()) if path.exists() else {}
-        predictions[run.key] = predictions_of(run.run_dir)
-        write_json_atomic(path, predictions)
+    with lock_folder(out, wait_s=MERGE_WAIT_S):
+        on_disk = load_results(out / "results.json", GRID, data["budget"])["records"]
+        kept = {r["run_key"]: r for r in [*data["records"], *on_disk] if r["run_key"] != run.key}
+        data["records"] = sorted([*kept.values(), record],
+                                 key=lambda r: (order[r["detector_key"]], order[r["backbone_key"]], int(r["seed"])))
+        write_json_atomic(out / "results.json", data)
+        if run.seed == 0:
+            path = out / PREDICTIONS_FILE
+            predictions = json.loads(path.read_text()) if path.exists() else {}
+            predictions[run.key] = predictions_of(run.run_dir)
+            write_json_atomic(path, predictions)
 
 
 def _render_data(run: DetectionRun, opts: list[str], datasets: Path) -> None:
