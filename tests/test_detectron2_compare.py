@@ -15,7 +15,7 @@ import pytest
 from detectron2_ext.compare import BACKBONES, DETECTORS, budget_of_config, config_path
 from detectron2_ext.compare import __main__ as cli
 from detectron2_ext.compare.child import measured
-from detectron2_ext.compare.report import contrasts, paper_ap, render_markdown, statistics
+from detectron2_ext.compare.report import PAGE_END, contrasts, paper_ap, render_markdown, statistics, update_results_page
 from detectron2_ext.config import attention_choices
 from torch_impl.zoo.paper import TABLE8, TABLE9
 
@@ -385,7 +385,16 @@ def test_committed_report_is_the_report_of_the_committed_records():
     assert predictions and set(predictions) <= {r["run_key"] for r in data["records"] if r["seed"] == 0}
 
 
-def test_the_results_page_shows_the_committed_detection_tables():
-    readme = (REPO / "docs" / "results.md").read_text()
+def test_the_results_page_shows_the_committed_detection_tables(tmp_path):
+    data = json.loads((_committed() / "results.json").read_text())
+    page = (REPO / "docs" / "results.md").read_text()
     rows = _section_tables((_committed() / "results.md").read_text())
-    assert len(rows) >= 2 + 1 and all(row in readme for row in rows), [r for r in rows if r not in readme][:2]
+    assert len(rows) >= 2 + 1 and all(row in page for row in rows), [r for r in rows if r not in page][:2]
+    # the page's block is the report's, as the runner writes it (update_results_page leaves it unchanged)
+    copy = tmp_path / "results.md"
+    copy.write_text(page)
+    assert not update_results_page(data, copy), "docs/results.md: rerun python -m detectron2_ext.compare --report-only"
+    # and a page whose block lost its markers is an error, not a silent skip
+    copy.write_text(page.replace(PAGE_END, ""))
+    with pytest.raises(ValueError, match="markers"):
+        update_results_page(data, copy)

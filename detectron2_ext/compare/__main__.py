@@ -31,7 +31,7 @@ from torch_impl.experiments.store import ResultsMismatch, budget_id, load_result
 from torch_impl.folder_lock import FolderBusy, lock_folder
 
 from .configs import BACKBONES, COMPARISON, DETECTORS, SEEDS, budget_of_config, config_path, default_out, schedule_opts
-from .report import PREDICTIONS_FILE, predictions_of, render_markdown
+from .report import PREDICTIONS_FILE, RESULTS_PAGE, predictions_of, render_markdown, update_results_page
 
 GRID = "detection"
 MERGE_WAIT_S = 60.0  # another runner holds the results folder only while it merges one run
@@ -135,7 +135,7 @@ def _main(args) -> int:
         data = json.loads(path.read_text()) if path.exists() else {"records": []}
         if not data["records"]:
             raise UserError(f"no finished runs in {path}: nothing to report")
-        (out / "results.md").write_text(render_markdown(data))
+        write_reports(data, out)
         return 0
     budget = {d: budget_of_config(d, "R_50", args.opts) for d in DETECTORS}
     bid = budget_id(budget)
@@ -143,7 +143,7 @@ def _main(args) -> int:
 
     def write_report() -> None:
         if data["records"]:
-            (out / "results.md").write_text(render_markdown(data))
+            write_reports(data, out)
 
     if not args.dry_run and importlib.util.find_spec("detectron2") is None:
         raise UserError("training needs detectron2, which is not installed (detectron2_ext/README.md says how to "
@@ -182,6 +182,14 @@ def _main(args) -> int:
         print(f"error: {len(executor.failed)} run(s) failed: {[r.key for r, _ in executor.failed]}", file=sys.stderr)
         return 1
     return 0
+
+
+def write_reports(data: dict[str, Any], out: Path) -> None:
+    """``<out>/results.md``; for the committed comparison at the full schedule, the results page's tables too."""
+    (out / "results.md").write_text(render_markdown(data))
+    committed = RESULTS_PAGE.parents[1] / default_out(next(iter(DETECTORS)))
+    if out.resolve() == committed.resolve():
+        update_results_page(data)
 
 
 def on_done(data: dict[str, Any], run: DetectionRun, measured: dict[str, Any], bid: str, out: Path) -> None:

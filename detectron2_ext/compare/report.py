@@ -20,6 +20,11 @@ from torch_impl.zoo.paper import TABLE8, TABLE9
 
 from .configs import BACKBONES, DETECTORS
 
+RESULTS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "results.md"
+PAGE_BEGIN = ("<!-- detection tables: written by python -m detectron2_ext.compare (--report-only too) from the "
+              "comparison's results.json at the full schedule; do not edit by hand -->")
+PAGE_END = "<!-- end of detection tables -->"
+
 PREDICTIONS_FILE = "predictions.json"
 PREDICTION_IMAGES = 8  # the first validation images whose detections are kept for the notebook
 PREDICTION_MIN_SCORE = 0.2
@@ -144,7 +149,7 @@ def _table(data: dict[str, Any], task: str, columns: tuple[str, ...], paper_tabl
         lines.append("| " + " | ".join([
             det_label, label, str(max(c["summary"].n for c in cells if c)),
             *[_cell(c["values"]) if c else "–" for c in cells],
-            format_difference(ap50["difference"]) if ap50 else "–",
+            format_difference(ap50["difference"], "baseline" if backbone == BASELINE else "–") if ap50 else "–",
             format_difference(ap50["difference_se"], "baseline" if backbone == SECOND_BASELINE else "–") if ap50 else "–",
             ", ".join(f"{coco[c]:.1f}" for c in columns if c in coco) or "–",
         ]) + " |")  # fmt: skip
@@ -197,6 +202,32 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"{r['machine']['cpu']} |"
         )
     return "\n".join(out) + "\n"
+
+
+def page_tables(data: dict[str, Any]) -> str:
+    """The results page's part of the report: the AP tables (Table 8, and Table 9 once Mask R-CNN has
+    run) and what the intervals support, as in ``render_markdown``."""
+    masks = any("mask" in r for r in data["records"])
+    out = ["Box AP (Table 8's columns):", "", *_table(data, "box", BOX_COLUMNS, TABLE8)]
+    if masks:
+        out += ["", "Mask AP (Table 9's columns):", "", *_table(data, "mask", MASK_COLUMNS, TABLE9)]
+    out += ["", "What the paired intervals support (box AP50):", "", *_contrast_lines(data, "box")]
+    if masks:
+        out += ["", "Mask AP50:", "", *_contrast_lines(data, "mask")]
+    return "\n".join(out)
+
+
+def update_results_page(data: dict[str, Any], page: Path = RESULTS_PAGE) -> bool:
+    """Rewrite the block between ``PAGE_BEGIN`` and ``PAGE_END`` of the results page; True if it changed."""
+    text = page.read_text()
+    if PAGE_BEGIN not in text or PAGE_END not in text:
+        raise ValueError(f"{page} lacks the detection tables' markers {PAGE_BEGIN!r} ... {PAGE_END!r}")
+    before, rest = text.split(PAGE_BEGIN + "\n", 1)
+    after = rest.split("\n" + PAGE_END, 1)[1]
+    new = f"{before}{PAGE_BEGIN}\n{page_tables(data)}\n{PAGE_END}{after}"
+    if new != text:
+        page.write_text(new)
+    return new != text
 
 
 def machines_of(records: list[dict[str, Any]]) -> list[str]:
