@@ -200,7 +200,7 @@ def detection_table(data: dict, task: str = "box") -> pd.DataFrame:
                 row[f"{c} seeds"] = ", ".join(f"{s['values'][k]:.1f}" for k in sorted(s["values"]))
         d = stats[(detector, backbone, "AP50")]["difference"]
         row["seeds"] = stats[(detector, backbone, "AP50")]["summary"].n
-        row["AP50 − R50 [95 % CI]"] = format_difference(d)
+        row["AP50 − R50 [95 % CI]"] = format_difference(d, "baseline" if backbone == "R_50" else "–")
         se = stats[(detector, backbone, "AP50")]["difference_se"]
         row["AP50 − SE [95 % CI]"] = format_difference(se, "baseline" if backbone == "SE_R_50" else "–")
         coco = paper_ap(table, DETECTORS[detector], BACKBONES[backbone][0])
