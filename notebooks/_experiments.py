@@ -185,7 +185,8 @@ def detection_table(data: dict, task: str = "box") -> pd.DataFrame:
     with their 95 % t-intervals (``†``: from 2 seeds, 1 degree of freedom, an interval that says little), and
     the paper's COCO numbers beside (labelled: another data set and budget)."""
     from detectron2_ext.compare.configs import BACKBONES, DETECTORS
-    from detectron2_ext.compare.report import BOX_COLUMNS, MASK_COLUMNS, format_difference, paper_ap, statistics
+    from detectron2_ext.compare.report import (BASELINE, BOX_COLUMNS, MASK_COLUMNS, SECOND_BASELINE, format_difference,
+                                               paper_ap, statistics)
     from torch_impl.zoo.paper import TABLE8, TABLE9
 
     columns, table = (BOX_COLUMNS, TABLE8) if task == "box" else (MASK_COLUMNS, TABLE9)
@@ -200,9 +201,9 @@ def detection_table(data: dict, task: str = "box") -> pd.DataFrame:
                 row[f"{c} seeds"] = ", ".join(f"{s['values'][k]:.1f}" for k in sorted(s["values"]))
         d = stats[(detector, backbone, "AP50")]["difference"]
         row["seeds"] = stats[(detector, backbone, "AP50")]["summary"].n
-        row["AP50 − R50 [95 % CI]"] = format_difference(d, "baseline" if backbone == "R_50" else "–")
+        row["AP50 − R50 [95 % CI]"] = format_difference(d, "baseline" if backbone == BASELINE else "–")
         se = stats[(detector, backbone, "AP50")]["difference_se"]
-        row["AP50 − SE [95 % CI]"] = format_difference(se, "baseline" if backbone == "SE_R_50" else "–")
+        row["AP50 − SE [95 % CI]"] = format_difference(se, "baseline" if backbone == SECOND_BASELINE else "–")
         coco = paper_ap(table, DETECTORS[detector], BACKBONES[backbone][0])
         row.update({f"COCO {c} (paper)": coco.get(c, np.nan) for c in ("AP", "AP50")})
         rows.append(row)

@@ -115,6 +115,9 @@ def test_report_pairs_each_backbone_with_resnet50_over_the_same_seeds():
     assert "+2.0 [-10.7, +14.7]† | – | 40.3, 61.4, 43.9, 24.0, 43.7, 52.4 |" in text  # Table 8's COCO row beside
     assert "## Mask AP (Table 9's columns)" in text and "36.3, 58.1, 38.5" in text
     assert "| Mask R-CNN | ResNet-50 | 2 |" in text and "baseline" in text
+    # a backbone whose ResNet-50 has not run: no pairing, and not the baseline either
+    only_se = render_markdown({"budget_id": "x", "records": [_record("SE_R_50", 0, 50.0)]})
+    assert "| Mask R-CNN | SE-ResNet-50 | 1 | 30.0 | 50.0 | 31.0 | 20.0 | 40.0 | – | – | baseline |" in only_se
     # runs from several sessions' machines: each machine named, with its count of runs
     data["records"][0]["machine"] = {"cpu": "other CPU", "cores": 2}
     assert "machines: other CPU (2 cores), torch x: 1 run; test CPU (2 cores), torch x: 4 runs." in render_markdown(data)
