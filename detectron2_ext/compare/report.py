@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from torch_impl.experiments.stats import paired_difference, summarize, verdict
+from torch_impl.marked_block import replace_block
 from torch_impl.zoo.paper import TABLE8, TABLE9
 
 from .configs import BACKBONES, DETECTORS
@@ -219,15 +220,7 @@ def page_tables(data: dict[str, Any]) -> str:
 
 def update_results_page(data: dict[str, Any], page: Path = RESULTS_PAGE) -> bool:
     """Rewrite the block between ``PAGE_BEGIN`` and ``PAGE_END`` of the results page; True if it changed."""
-    text = page.read_text()
-    if PAGE_BEGIN not in text or PAGE_END not in text:
-        raise ValueError(f"{page} lacks the detection tables' markers {PAGE_BEGIN!r} ... {PAGE_END!r}")
-    before, rest = text.split(PAGE_BEGIN + "\n", 1)
-    after = rest.split("\n" + PAGE_END, 1)[1]
-    new = f"{before}{PAGE_BEGIN}\n{page_tables(data)}\n{PAGE_END}{after}"
-    if new != text:
-        page.write_text(new)
-    return new != text
+    return replace_block(page, PAGE_BEGIN, PAGE_END, page_tables(data))
 
 
 def machines_of(records: list[dict[str, Any]]) -> list[str]:

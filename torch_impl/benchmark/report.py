@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..marked_block import read_block, replace_block
 from . import sections as extra_sections
 from .models import BASELINE, MODELS, TARGETS
 from .provenance import freshness, label, matches_current, measured_fingerprint
@@ -241,19 +242,12 @@ def speed_table(results: Path = RESULTS, prefix: str = "benchmark") -> str:
 
 def speed_doc_table(doc: Path = SPEED_DOC) -> str:
     """The table between the markers of ``docs/speed.md``, as committed."""
-    text = doc.read_text()
-    return text.split(SPEED_BEGIN + "\n", 1)[1].split("\n" + SPEED_END, 1)[0]
+    return read_block(doc, SPEED_BEGIN, SPEED_END)
 
 
 def update_speed_doc(doc: Path = SPEED_DOC, results: Path = RESULTS, prefix: str = "benchmark") -> bool:
     """Rewrite the table between the markers of ``doc`` from the section files; whether it changed."""
-    text = doc.read_text()
-    before, rest = text.split(SPEED_BEGIN + "\n", 1)
-    _, after = rest.split("\n" + SPEED_END, 1)
-    new = f"{before}{SPEED_BEGIN}\n{speed_table(results, prefix)}\n{SPEED_END}{after}"
-    if new != text:
-        doc.write_text(new)
-    return new != text
+    return replace_block(doc, SPEED_BEGIN, SPEED_END, speed_table(results, prefix))
 
 
 def write_chart(prefix: Path, sections: dict) -> Path:
