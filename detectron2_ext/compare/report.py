@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,19 +176,11 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"Budget `{data['budget_id']}`: {', '.join(map(str, iters))} iterations per run, {first['threads']} "
         f"thread(s) per run; machines: {'; '.join(machines_of(records))}.",
         "",
-        "## Box AP (Table 8's columns)",
-        "",
-        *_table(data, "box", BOX_COLUMNS, TABLE8),
     ]
-    if any("mask" in r for r in records):
-        out += ["", "## Mask AP (Table 9's columns)", "", *_table(data, "mask", MASK_COLUMNS, TABLE9)]
-    out += ["", "## What the intervals support (AP50, paired by seed)", "",
-            f"\"higher\" / \"lower\": the 95 % interval excludes 0; \"equivalent within ±{EQUIVALENCE_AP:g}\": it lies "
-            f"inside ±{EQUIVALENCE_AP:g} point; else \"inconclusive\". Up to {len(CONTRASTS)} contrasts per detector "
-            "and task, each at 95 %: where there is no difference, one interval in twenty still excludes 0 by chance.", "",
-            "Box AP50:", "", *_contrast_lines(data, "box")]  # fmt: skip
-    if any("mask" in r for r in records):
-        out += ["", "Mask AP50:", "", *_contrast_lines(data, "mask")]
+    out += _tables_and_contrasts(data, lambda title: f"## {title}", [
+        f"\"higher\" / \"lower\": the 95 % interval excludes 0; \"equivalent within ±{EQUIVALENCE_AP:g}\": it lies "
+        f"inside ±{EQUIVALENCE_AP:g} point; else \"inconclusive\". Up to {len(CONTRASTS)} contrasts per detector "
+        "and task, each at 95 %: where there is no difference, one interval in twenty still excludes 0 by chance.", ""])
     out += ["", "## Runs", "",
             "Wall time: the detector's training and evaluations. Pre-training: the backbone's classifier "
             "(`detectron2_ext.pretrain`), trained once per backbone and seed by the first run that needed it "
@@ -205,17 +198,23 @@ def render_markdown(data: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def page_tables(data: dict[str, Any]) -> str:
-    """The results page's part of the report: the AP tables (Table 8, and Table 9 once Mask R-CNN has
-    run) and what the intervals support, as in ``render_markdown``."""
+def _tables_and_contrasts(data: dict[str, Any], heading: Callable[[str], str], legend: list[str]) -> list[str]:
+    """The AP tables (Table 8, and Table 9 once Mask R-CNN has run) and what the paired intervals
+    support, each part under ``heading(title)``: the report's and the results page's common part."""
     masks = any("mask" in r for r in data["records"])
-    out = ["Box AP (Table 8's columns):", "", *_table(data, "box", BOX_COLUMNS, TABLE8)]
+    out = [heading("Box AP (Table 8's columns)"), "", *_table(data, "box", BOX_COLUMNS, TABLE8)]
     if masks:
-        out += ["", "Mask AP (Table 9's columns):", "", *_table(data, "mask", MASK_COLUMNS, TABLE9)]
-    out += ["", "What the paired intervals support (box AP50):", "", *_contrast_lines(data, "box")]
+        out += ["", heading("Mask AP (Table 9's columns)"), "", *_table(data, "mask", MASK_COLUMNS, TABLE9)]
+    out += ["", heading("What the intervals support (AP50, paired by seed)"), "", *legend,
+            "Box AP50:", "", *_contrast_lines(data, "box")]  # fmt: skip
     if masks:
         out += ["", "Mask AP50:", "", *_contrast_lines(data, "mask")]
-    return "\n".join(out)
+    return out
+
+
+def page_tables(data: dict[str, Any]) -> str:
+    """The results page's part of the report (``render_markdown``'s tables and contrasts)."""
+    return "\n".join(_tables_and_contrasts(data, lambda title: f"{title}:", []))
 
 
 def update_results_page(data: dict[str, Any], page: Path = RESULTS_PAGE) -> bool:
