@@ -16,11 +16,11 @@ __all__ = ["read_block", "replace_block"]
 
 def _split(text: str, begin: str, end: str, where: Path) -> tuple[str, str, str]:
     """(before and the begin line, the block, the end line and after); ValueError without both markers."""
-    if begin + "\n" not in text or "\n" + end not in text.split(begin + "\n", 1)[1]:
+    before, found_begin, rest = text.partition(begin + "\n")
+    block, found_end, after = rest.partition("\n" + end)
+    if not (found_begin and found_end):
         raise ValueError(f"{where} lacks the generated block's markers {begin!r} ... {end!r}")
-    before, rest = text.split(begin + "\n", 1)
-    block, after = rest.split("\n" + end, 1)
-    return before + begin + "\n", block, "\n" + end + after
+    return before + found_begin, block, found_end + after
 
 
 def read_block(page: Path, begin: str, end: str) -> str:
