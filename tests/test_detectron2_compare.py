@@ -274,6 +274,13 @@ def test_finished_runs_are_merged_and_another_budget_is_refused(tmp_path, capsys
     planned = [line.split("/")[-1] for line in text.splitlines() if "compare.child" in line]
     assert rc == 0 and len(planned) == 2 * 13 and "faster_rcnn_AFF3D_R_50.seed2.spec.json" in planned
     assert not any("CBAM_R_50.seed2" in p or "ECA_R_50.seed2" in p for p in planned)
+    # --first-seed leaves the lower seeds out: one seed of one backbone, for both detectors
+    rc, text = _run(["--out", str(tmp_path / "plan"), "--runs", str(runs), "--dry-run", "--detectors",
+                     "faster_rcnn,mask_rcnn", "--backbones", "SE_R_50", "--seeds", "3", "--first-seed", "2"], capsys)
+    planned = [line.split("/")[-1] for line in text.splitlines() if "compare.child" in line]
+    assert rc == 0 and planned == ["faster_rcnn_SE_R_50.seed2.spec.json", "mask_rcnn_SE_R_50.seed2.spec.json"]
+    rc, text = _run(["--out", str(tmp_path / "plan"), "--runs", str(runs), "--dry-run", "--first-seed", "-1"], capsys)
+    assert rc == 2 and "error: --first-seed must be at least 0, got -1" in text
     # a run that finished before (its record.json) is merged without training it again
     run_dir = Path(spec["run_dir"])
     measured_part = {k: v for k, v in _record("R_50", 0, 51.0).items() if k in ("iterations", "box", "mask", "wall_time_s",

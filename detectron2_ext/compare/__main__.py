@@ -4,6 +4,7 @@
     python -m detectron2_ext.compare --detectors mask_rcnn,faster_rcnn       # both, each backbone's seeds (SEEDS)
     python -m detectron2_ext.compare --backbones R_50,AFF3D_R_50 --seeds 1 SOLVER.MAX_ITER 500
     python -m detectron2_ext.compare --detectors faster_rcnn --schedule-scale 0.5    # halving check: into i<N/2>/
+    python -m detectron2_ext.compare --backbones SE_R_50 --seeds 3 --first-seed 2    # seed 2 alone
     python -m detectron2_ext.compare --report-only                           # rewrite results.md
     python -m detectron2_ext.compare.schedules docs/results/experiments/detection/comparison  # the halving table
 
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbones", default="", help=f"comma-separated, of {list(BACKBONES)} (default: all)")
     p.add_argument("--seeds", type=int, default=None,
                    help=f"seeds per backbone (0, 1, ..., N-1); default: each backbone's in SEEDS, {SEEDS}")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="leave out the seeds below this one (default 0): with --seeds, one seed of a backbone can be "
+                   "trained while its pre-training is kept, before the seeds below it")
     p.add_argument("--jobs", type=int, default=1, help="runs side by side, one thread each (default 1)")
     p.add_argument("--out", default=None, help=f"results folder (default: {COMPARISON}/i<iterations>)")
     p.add_argument("--runs", default="runs/detection", help="run folders (detectron2 OUTPUT_DIRs)")
@@ -125,6 +129,8 @@ def _main(args) -> int:
         raise UserError(f"config overrides come as KEY VALUE pairs; got an odd number: {args.opts}")
     if (args.seeds is not None and args.seeds < 1) or args.jobs < 1:
         raise UserError(f"--seeds and --jobs must be at least 1, got {args.seeds} and {args.jobs}")
+    if args.first_seed < 0:
+        raise UserError(f"--first-seed must be at least 0, got {args.first_seed}")
     if not args.schedule_scale > 0:
         raise UserError(f"--schedule-scale must be positive, got {args.schedule_scale}")
     if args.schedule_scale != 1:  # the same for both detectors: their configs share one schedule
@@ -152,7 +158,7 @@ def _main(args) -> int:
     done = {(r["detector_key"], r["backbone_key"], int(r["seed"])) for r in data["records"]}
     queue = []
     seeds = {b: args.seeds or SEEDS[b] for b in backbones}
-    for seed in range(max(seeds.values())):  # seed-major: an interrupted comparison has whole seeds
+    for seed in range(args.first_seed, max(seeds.values())):  # seed-major: an interrupted comparison has whole seeds
         for detector in detectors:
             for backbone in backbones:
                 run = DetectionRun(detector, backbone, seed, runs_dir)
