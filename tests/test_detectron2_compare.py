@@ -281,6 +281,9 @@ def test_finished_runs_are_merged_and_another_budget_is_refused(tmp_path, capsys
     assert rc == 0 and planned == ["faster_rcnn_SE_R_50.seed2.spec.json", "mask_rcnn_SE_R_50.seed2.spec.json"]
     rc, text = _run(["--out", str(tmp_path / "plan"), "--runs", str(runs), "--dry-run", "--first-seed", "-1"], capsys)
     assert rc == 2 and "error: --first-seed must be at least 0, got -1" in text
+    rc, text = _run(["--out", str(tmp_path / "plan"), "--runs", str(runs), "--dry-run", "--seeds", "2",
+                     "--first-seed", "2"], capsys)  # fmt: skip
+    assert rc == 2 and "error: --first-seed 2 leaves no seed to run: the backbones have seeds 0 to 1" in text
     # a run that finished before (its record.json) is merged without training it again
     run_dir = Path(spec["run_dir"])
     measured_part = {k: v for k, v in _record("R_50", 0, 51.0).items() if k in ("iterations", "box", "mask", "wall_time_s",

@@ -158,6 +158,9 @@ def _main(args) -> int:
     done = {(r["detector_key"], r["backbone_key"], int(r["seed"])) for r in data["records"]}
     queue = []
     seeds = {b: args.seeds or SEEDS[b] for b in backbones}
+    if args.first_seed >= max(seeds.values()):
+        raise UserError(f"--first-seed {args.first_seed} leaves no seed to run: the backbones have seeds 0 to "
+                        f"{max(seeds.values()) - 1} (--seeds sets how many)")
     for seed in range(args.first_seed, max(seeds.values())):  # seed-major: an interrupted comparison has whole seeds
         for detector in detectors:
             for backbone in backbones:
