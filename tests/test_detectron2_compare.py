@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from detectron2_ext.compare import BACKBONES, DETECTORS, budget_of_config, config_path
 from detectron2_ext.compare import __main__ as cli
-from detectron2_ext.compare.child import measured
+from detectron2_ext.compare.child import WALL_TIME, AttemptClock, measured
 from detectron2_ext.compare.report import PAGE_END, contrasts, paper_ap, render_markdown, statistics, update_results_page
 from detectron2_ext.config import attention_choices
 from torch_impl.zoo.paper import TABLE8, TABLE9
@@ -86,6 +90,32 @@ def test_a_run_without_its_final_evaluation_has_no_record(tmp_path):
     assert measured(tmp_path / "missing", 100, mask_on=True) is None
 
 
+def test_a_resumed_runs_wall_time_sums_its_attempts(tmp_path):
+    with AttemptClock(tmp_path) as first:
+        time.sleep(0.05)
+    with AttemptClock(tmp_path) as second:
+        time.sleep(0.05)
+    assert len(first.attempts) == 1 and len(second.attempts) == 2
+    assert second.attempts[0] == first.attempts[0] and min(second.attempts) >= 0.05
+    assert json.loads((tmp_path / WALL_TIME).read_text()) == second.attempts
+
+
+def test_an_attempt_ended_by_sigkill_keeps_its_time(tmp_path):
+    # the runner stops its children with SIGTERM, a session's end may SIGKILL them: no `finally` runs then
+    code = ("import sys, time; from pathlib import Path; from detectron2_ext.compare.child import AttemptClock\n"
+            "with AttemptClock(Path(sys.argv[1]), every=0.05):\n    print('started', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (kept,) = json.loads((tmp_path / WALL_TIME).read_text())
+    assert 0.3 <= kept < 60
+    with AttemptClock(tmp_path) as resumed:
+        pass
+    assert resumed.attempts[0] == kept and len(resumed.attempts) == 2
+
+
 def _record(backbone: str, seed: int, ap50: float) -> dict:
     label, attention = BACKBONES[backbone]
     return {
@@ -121,6 +151,11 @@ def test_report_pairs_each_backbone_with_resnet50_over_the_same_seeds():
     # runs from several sessions' machines: each machine named, with its count of runs
     data["records"][0]["machine"] = {"cpu": "other CPU", "cores": 2}
     assert "machines: other CPU (2 cores), torch x: 1 run; test CPU (2 cores), torch x: 4 runs." in render_markdown(data)
+    # a run resumed once: its wall time is summed over the two attempts, and the report says so
+    data["records"][1].update(wall_time_s=1500.0, attempts=2)
+    text = render_markdown(data)
+    assert "| mask_rcnn_R_50.seed1 | 30.0 | 54.0 | 32.0 | 55.0 | 100 | 25.0 min (2 attempts) | none |" in text
+    assert "| mask_rcnn_R_50.seed0 | 30.0 | 50.0 | 32.0 | 51.0 | 100 | 10.0 min | none |" in text
 
 
 def test_report_pairs_3d_aff_with_se_too():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,38 @@ def measured(run_dir: Path, max_iter: int, mask_on: bool) -> dict[str, Any] | No
     return out
 
 
-def _add_wall_time(run_dir: Path, seconds: float) -> float:
-    path = run_dir / WALL_TIME
-    attempts = json.loads(path.read_text()) if path.exists() else []
-    attempts.append(seconds)
-    write_json_atomic(path, attempts)
-    return sum(attempts)
+class AttemptClock:
+    """Times one attempt of a run into ``run_dir/wall_time_s.json`` (one entry per attempt), rewriting
+    its entry every ``every`` seconds while it runs: an attempt that a signal ends (the runner's
+    SIGTERM, SIGKILL, a session's end) keeps its time to within that, so a resumed run's wall time
+    is the sum over its attempts (work redone after a resume included)."""
+
+    def __init__(self, run_dir: Path, every: float = 30.0):
+        self.path = run_dir / WALL_TIME
+        self.every = every
+        self.before = json.loads(self.path.read_text()) if self.path.exists() else []
+        self._stop = threading.Event()
+
+    def _write(self) -> list[float]:
+        attempts = [*self.before, time.perf_counter() - self.start]
+        write_json_atomic(self.path, attempts)
+        return attempts
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            self._write()
+
+    def __enter__(self) -> AttemptClock:
+        self.start = time.perf_counter()
+        self._write()
+        self._thread = threading.Thread(target=self._beat, name="attempt-clock", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.attempts = self._write()
 
 
 def pretraining_of(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -113,18 +140,16 @@ def train_one(spec: dict[str, Any]) -> dict[str, Any] | None:
         # first, and outside the detector's clock: the backbone's pre-training, or the wait for the run side
         # by side that trains it (train_net.main then finds it kept)
         pretrain(run_cfg)
-    start = time.perf_counter()
-    try:
+    with AttemptClock(run_dir) as clock:
         train_net.main(args)
-    finally:
-        wall_time = _add_wall_time(run_dir, time.perf_counter() - start)
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())  # the full config, as detectron2 saved it
     max_iter = cfg["SOLVER"]["MAX_ITER"]
     result = measured(run_dir, max_iter, cfg["MODEL"]["MASK_ON"])
     if result is None:
         print(f"no final evaluation at iteration {max_iter} in {run_dir}/metrics.json; no record written")
         return None
-    result.update(wall_time_s=wall_time, machine=machine_info(), versions=versions())
+    result.update(wall_time_s=sum(clock.attempts), attempts=len(clock.attempts))
+    result.update(machine=machine_info(), versions=versions())
     if cfg.get("PRETRAIN", {}).get("EPOCHS", 0) > 0:
         result["pretrain"] = pretraining_of(cfg, run_dir)
     result["threads"] = int(os.environ.get("OMP_NUM_THREADS", 0))

@@ -182,7 +182,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"inside ±{EQUIVALENCE_AP:g} point; else \"inconclusive\". Up to {len(CONTRASTS)} contrasts per detector "
         "and task, each at 95 %: where there is no difference, one interval in twenty still excludes 0 by chance.", ""])
     out += ["", "## Runs", "",
-            "Wall time: the detector's training and evaluations. Pre-training: the backbone's classifier "
+            "Wall time: the detector's training and evaluations, summed over the attempts of a run that was "
+            "interrupted and resumed (work redone after a resume included). Pre-training: the backbone's classifier "
             "(`detectron2_ext.pretrain`), trained once per backbone and seed by the first run that needed it "
             "and kept for the others; its epochs, validation accuracy and wall time.", "",
             "| run | box AP | box AP50 | mask AP | mask AP50 | iterations | wall time | pre-training | machine |",
@@ -192,7 +193,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         fmt = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
         out.append(
             f"| {r['run_key']} | {fmt(r['box']['AP'])} | {fmt(r['box']['AP50'])} | {fmt(mask.get('AP'))} | "
-            f"{fmt(mask.get('AP50'))} | {r['iterations']} | {r['wall_time_s'] / 60:.1f} min | {_pretraining(r)} | "
+            f"{fmt(mask.get('AP50'))} | {r['iterations']} | {_wall_time(r)} | {_pretraining(r)} | "
             f"{r['machine']['cpu']} |"
         )
     return "\n".join(out) + "\n"
@@ -227,6 +228,11 @@ def machines_of(records: list[dict[str, Any]]) -> list[str]:
     come from several sessions' machines; their wall times compare only within one machine)."""
     counts = Counter(f"{r['machine']['cpu']} ({r['machine']['cores']} cores), torch {r['versions']['torch']}" for r in records)
     return [f"{m}: {n} run{'s' if n > 1 else ''}" for m, n in counts.items()]
+
+
+def _wall_time(record: dict[str, Any]) -> str:
+    attempts = record.get("attempts", 1)  # older records do not count their attempts
+    return f"{record['wall_time_s'] / 60:.1f} min" + (f" ({attempts} attempts)" if attempts > 1 else "")
 
 
 def _pretraining(record: dict[str, Any]) -> str:
