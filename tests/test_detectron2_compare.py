@@ -110,7 +110,7 @@ def test_an_attempt_ended_by_sigkill_keeps_its_time(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (kept,) = json.loads((tmp_path / WALL_TIME).read_text())
-    assert 0.3 <= kept < 60
+    assert 0.1 <= kept < 60  # written by the beat after the start (0.5 s in), not only at the start (0 s)
     with AttemptClock(tmp_path) as resumed:
         pass
     assert resumed.attempts[0] == kept and len(resumed.attempts) == 2
