@@ -13,6 +13,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from torch_impl import benchmark
+from torch_impl.benchmark import breakdown
 from torch_impl.benchmark import routes as benchmark_routes
 from torch_impl.benchmark import sections as benchmark_sections
 from torch_impl.benchmark import timing
@@ -68,7 +69,14 @@ def test_sections_smoke_run(tmp_path):
     assert res["table"]["table_vs_fast_max_abs_diff"] < 1e-3
     routes = res["routes"]["shapes"]
     assert len(routes) == 2 * len(benchmark_routes.SHAPES) and all(set(r["ms"]) == set(r["forms"]) for r in routes)
+    for layout in ("nchw", "nhwc"):  # the profiled split: every kind, and a total that adds up
+        split = small["time_split_ms"][layout]
+        assert set(split) == {*breakdown.KIND_NAMES, "total"}
+        assert split["total"][1] == pytest.approx(sum(split[k][1] for k in breakdown.KIND_NAMES), abs=0.05)
+        assert split["convolution"][0] > 0 and split["convolution"][1] > 0  # (times: no order on a shared machine)
+    assert 1.0 < small["macs_floor_ratio"]["table"] < small["macs_floor_ratio"]["fast"]
     md = (tmp_path / "bench.md").read_text()
+    assert md.count("Where the extra time goes") == 1 + ("time_split_ms" in res["detection"])
     assert "CPU training step, small networks" in md and "Table gate" in md and "Detection backbone" in md
     assert "Routes of the fast path" in md
     if res["detection"].get("skipped"):
@@ -83,3 +91,44 @@ def test_per_round_ratio_quartiles_pair_each_round():
     assert q["x"] == [1.2, 1.2, 1.2]  # ratios 1.2, 1.2, 1.1, 1.3, 1.2
     one = timing.paired_ratio_quartiles({"base": [2.0], "x": [3.0]}, lambda n: "base")
     assert one["x"] == [1.5, 1.5, 1.5]
+
+
+def test_profiler_events_are_sorted_by_the_kind_of_work():
+    assert breakdown.kind_of("aten::mkldnn_convolution") == "convolution"
+    assert breakdown.kind_of("aten::convolution_backward") == "convolution"
+    assert breakdown.kind_of("aten::native_batch_norm_backward") == "batch norm"
+    assert breakdown.kind_of("aten::bmm") == "matrix products"
+    assert breakdown.kind_of("aten::mul") == breakdown.kind_of("aten::copy_") == breakdown.OTHER
+    assert breakdown.kind_of("autograd::engine::evaluate_function: MulBackward0") == "autograd engine, custom Functions"
+    assert breakdown.kind_of("## Call CompiledFxGraph abc ##") == "compiled pass (inductor)"
+
+
+def test_time_split_counts_the_optimizer_apart_and_adds_up():
+    """A step of one convolution and SGD: convolution time in its row, the update's element-wise ops in the
+    optimizer's (not in the element-wise row), every kind present, and the extra over itself zero."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 8, 3)
+    opt = torch.optim.SGD(conv.parameters(), lr=0.1, momentum=0.9, foreach=False)
+    x = torch.randn(2, 3, 16, 16)
+
+    def step():
+        conv(x).square().mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    split = breakdown.time_by_kind(step, steps=2)
+    assert set(split) == set(breakdown.KIND_NAMES)
+    assert split["convolution"] > 0 and split[breakdown.OPTIMIZER] > 0
+    assert all(v >= 0 for v in split.values())
+    rows = breakdown.extra_by_kind(split, split)
+    assert all(d == 0 for _, _, d in rows.values())
+    assert rows["total"][0] == pytest.approx(sum(split.values()), abs=0.05)
+    md = breakdown.markdown("toy", breakdown.extra_by_kind(split, {k: 2 * v for k, v in split.items()}))
+    assert md[0].startswith("| toy |") and any(line.startswith("| **total** |") for line in md)
+
+
+def test_small_network_arithmetic_floor():
+    """ResNet-20 (bottleneck, 24 px): the table gate's MACs floor lies under the product form's, both above 1."""
+    floor = benchmark_sections.macs_floor(create_model("resnet20_cifar", num_classes=8),
+                                          create_model("aff3d_resnet20_cifar", num_classes=8), 24)
+    assert 1.0 < floor["table"] < floor["fast"] < floor["straightforward"]

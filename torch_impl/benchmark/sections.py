@@ -26,6 +26,7 @@ import time
 import torch
 from torch import nn
 
+from . import breakdown
 from .timing import interleaved_calls, load_average, medians_ms, paired_ratio_quartiles
 
 SECTIONS = ("small", "table", "routes", "detection")
@@ -113,8 +114,13 @@ def bench_small_train(reps: int, batch: int = 32, image_size: int = 24, threads:
     ms, ratio = medians_ms(samples, lambda n: f"resnet20_cifar_{n[-4:]}")
     profile = {n: _op_profile(functools.partial(step, n)) for n in
                ("resnet20_cifar_nhwc", "aff3d_resnet20_cifar_fast_nhwc", "aff3d_resnet20_cifar_fast_nchw")}
+    split = {layout: breakdown.extra_by_kind(breakdown.time_by_kind(functools.partial(step, f"resnet20_cifar_{layout}")),
+                                             breakdown.time_by_kind(functools.partial(step, f"aff3d_resnet20_cifar_fast_{layout}")))
+             for layout in ("nchw", "nhwc")}
+    floor = macs_floor(models["resnet20_cifar_nchw"], models["aff3d_resnet20_cifar_fast_nchw"], image_size)
     return {"section": "small", "batch": batch, "image_size": image_size, "threads": threads, "reps": reps,
             "classes": 8, "optimizer": "SGD momentum 0.9", "step_ms": ms, "step_ratio": ratio,
+            "time_split_ms": split, "macs_floor_ratio": floor,
             "step_samples_ms": {n: [s * 1e3 for s in v] for n, v in samples.items()},
             "warmup_s_incl_compile": round(warm_s, 1), "load_average_before": load_before,
             "load_average_after": load_average(), "op_profile_ms": profile, "target": 1.30}
@@ -144,6 +150,15 @@ def module_macs(design, C: int, H: int, W: int, path: str) -> int:
     return spatial + C * K + 4 * C * K + C * P
 
 
+def macs_floor(plain: nn.Module, aff3d: nn.Module, image_size: int) -> dict[str, float]:
+    """Per 3D-AFF path, the 3D-AFF network's multiply-accumulates over the plain network's at
+    ``image_size``: the step's ratio if time followed arithmetic alone (training's backward costs about
+    twice the forward in both networks, so the forward's ratio is the step's)."""
+    base = network_macs(plain, image_size)["network"]
+    extra = network_macs(aff3d, image_size)
+    return {p: (base + extra[f"aff3d_{p}"]) / base for p in ("straightforward", "fast", "table")}
+
+
 def network_macs(model: nn.Module, image_size: int) -> dict[str, int]:
     """The network's multiply-accumulates at batch 1 (torch's FLOP counter, over 2) and each 3D-AFF
     path's module total (``module_macs`` at the shapes the modules see)."""
@@ -163,10 +178,12 @@ def network_macs(model: nn.Module, image_size: int) -> dict[str, int]:
     for m in mods:
         m.forward, m.gate_add_relu = recorder(m, "forward"), recorder(m, "gate_add_relu")
     x = torch.zeros(1, 3, image_size, image_size)
+    was_training = model.training
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as fc:
             model.eval()(x)
     finally:
+        model.train(was_training)
         for m in mods:
             del m.forward, m.gate_add_relu  # back to the class's methods
     out = {"network": fc.get_total_flops() // 2}
@@ -184,9 +201,10 @@ def bench_table(reps: int, threads: int = 2, image_size: int = 224, batch: int =
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     base = torchvision.models.resnet50()
-    macs = network_macs(base, image_size)
+    base_macs = network_macs(base, image_size)["network"]
     aff_fast = create_model("aff3d_resnet50")
     extra = network_macs(aff_fast, image_size)
+    floors = macs_floor(base, aff_fast, image_size)
     aff_table = create_model("aff3d_resnet50")
     aff_table.load_state_dict(aff_fast.state_dict())
     use_table_gate(aff_table)
@@ -207,8 +225,6 @@ def bench_table(reps: int, threads: int = 2, image_size: int = 224, batch: int =
         profile = {n: _op_profile(functools.partial(models[n], x1)) for n in models}
     lat_ms, lat_ratio = medians_ms(lat, lambda n: "resnet50")
     thr_ms, thr_ratio = medians_ms(thr, lambda n: "resnet50")
-    base_macs = macs["network"]
-    floors = {p: (base_macs + extra[f"aff3d_{p}"]) / base_macs for p in ("straightforward", "fast", "table")}
     return {"section": "table", "threads": threads, "image_size": image_size, "reps": reps, "batch": batch,
             "memory_format": "channels_last", "table_vs_fast_max_abs_diff": diff,
             "resnet50_gmacs": base_macs / 1e9,
@@ -267,8 +283,10 @@ def bench_detection(reps: int, threads: int = 2, image_size: int = 256, batch: i
     load_before = load_average()
     samples = interleaved_calls({n: functools.partial(step, n) for n in models}, reps)
     ms, ratio = medians_ms(samples, lambda n: "r50_fpn")
+    split = breakdown.extra_by_kind(*(breakdown.time_by_kind(functools.partial(step, n)) for n in ("r50_fpn", "aff3d_r50_fpn")))
     return {"section": "detection", "threads": threads, "image_size": image_size, "batch": batch, "reps": reps,
             "norm": cfg.MODEL.RESNETS.NORM, "step_ms": ms, "step_ratio": ratio, "target": 1.15,
+            "time_split_ms": split, "macs_floor_ratio": macs_floor(models["r50_fpn"], models["aff3d_r50_fpn"], image_size),
             "step_ratio_per_round_quartiles": paired_ratio_quartiles(samples, lambda n: "r50_fpn"),
             "step_samples_ms": {n: [round(t * 1e3, 2) for t in v] for n, v in samples.items()},
             "load_average_before": load_before, "load_average_after": load_average()}
@@ -303,8 +321,9 @@ def summary(res: dict) -> str:
         return f"{res['section']}: skipped: {res['skipped']}"
     if res["section"] == "small":
         rows = [f"  {n:44s} {res['step_ms'][n]:8.1f} ms  {res['step_ratio'][n]:6.3f}" for n in res["step_ms"]]
+        split = [f"  extra time, {layout} (profiled): {breakdown.largest(v)}" for layout, v in res["time_split_ms"].items()]
         return "\n".join([f"small networks, CPU training step (batch {res['batch']}, {res['threads']} thread): "
-                          f"ms / ratio to plain, same layout ({_loads(res)})", *rows])
+                          f"ms / ratio to plain, same layout ({_loads(res)})", *rows, *split])
     if res["section"] == "table":
         b = res["batch"]
         rows = [f"  {n:28s} {res['latency_b1_ms'][n]:8.1f} {res['latency_b1_ratio'][n]:6.3f}   "
@@ -320,7 +339,21 @@ def summary(res: dict) -> str:
     q = res.get("step_ratio_per_round_quartiles", {})
     return "\n".join([f"detection backbone training step ({res['norm']}): ms / ratio [per-round ratio quartiles] "
                       f"({_loads(res)})", *[f"  {n:30s} {res['step_ms'][n]:8.1f} {res['step_ratio'][n]:6.3f} "
-                                            f"{q.get(n, '')}" for n in res["step_ms"]]])
+                                            f"{q.get(n, '')}" for n in res["step_ms"]],
+                      f"  extra time (profiled): {breakdown.largest(res['time_split_ms'])}"])
+
+
+def _where_the_time_goes(s: dict, titles: dict) -> list[str]:
+    """The section's profiled split of the extra time (``breakdown``) and its arithmetic floor, where recorded."""
+    if "time_split_ms" not in s:
+        return []
+    floor = s["macs_floor_ratio"]
+    lines = [f"Where the extra time goes: operator self-times by kind of work, ms per step, mean of 3 profiled steps (`benchmark.breakdown`). "
+             f"Arithmetic floor of the ratio (multiply-accumulates): {floor['fast']:.3f} on the product form, "
+             f"{floor['table']:.3f} through the table gate.", ""]
+    for key, title in titles.items():
+        lines += [*breakdown.markdown(title, s["time_split_ms"] if key is None else s["time_split_ms"][key]), ""]
+    return lines
 
 
 def markdown(sections: dict, notes=lambda section: []) -> list[str]:
@@ -337,6 +370,7 @@ def markdown(sections: dict, notes=lambda section: []) -> list[str]:
             lines.append(f"| {n[:-5]} | {n[-4:]} | {s['step_ms'][n]:.1f} | {s['step_ratio'][n]:.3f} |")
         lines += ["", f"Target <= {s['target']}. {s['reps']} repetitions; {_loads(s)} (provisional while the "
                       "machine is shared). `op_profile_ms` in the JSON file lists the largest operators.", ""]
+        lines += _where_the_time_goes(s, {"nchw": "NCHW", "nhwc": "channels_last"})
     s = sections.get("table")
     if s:
         m, b = s["machine"], s["batch"]
@@ -369,4 +403,5 @@ def markdown(sections: dict, notes=lambda section: []) -> list[str]:
                       f"{', '.join(f'{x:.3f}' for x in q[n]) if n in q else '–'} |" for n in s["step_ms"]]
             lines += ["", f"Norm {s['norm']}, batch {s['batch']}, {s['image_size']} px, target <= {s['target']}; "
                           f"{_loads(s)}.", ""]
+            lines += _where_the_time_goes(s, {None: "3D-AFF-R50-FPN (fast) against R50-FPN"})
     return lines
