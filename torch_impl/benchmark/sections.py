@@ -114,9 +114,10 @@ def bench_small_train(reps: int, batch: int = 32, image_size: int = 24, threads:
     ms, ratio = medians_ms(samples, lambda n: f"resnet20_cifar_{n[-4:]}")
     profile = {n: _op_profile(functools.partial(step, n)) for n in
                ("resnet20_cifar_nhwc", "aff3d_resnet20_cifar_fast_nhwc", "aff3d_resnet20_cifar_fast_nchw")}
-    split = {layout: breakdown.extra_by_kind(breakdown.time_by_kind(functools.partial(step, f"resnet20_cifar_{layout}")),
-                                             breakdown.time_by_kind(functools.partial(step, f"aff3d_resnet20_cifar_fast_{layout}")))
-             for layout in ("nchw", "nhwc")}
+    def split_of(*names):  # plain, 3D-AFF: each profiled alone
+        return breakdown.extra_by_kind(*(breakdown.time_by_kind(functools.partial(step, n)) for n in names))
+
+    split = {lay: split_of(f"resnet20_cifar_{lay}", f"aff3d_resnet20_cifar_fast_{lay}") for lay in ("nchw", "nhwc")}
     floor = macs_floor(models["resnet20_cifar_nchw"], models["aff3d_resnet20_cifar_fast_nchw"], image_size)
     return {"section": "small", "batch": batch, "image_size": image_size, "threads": threads, "reps": reps,
             "classes": 8, "optimizer": "SGD momentum 0.9", "step_ms": ms, "step_ratio": ratio,
@@ -283,10 +284,12 @@ def bench_detection(reps: int, threads: int = 2, image_size: int = 256, batch: i
     load_before = load_average()
     samples = interleaved_calls({n: functools.partial(step, n) for n in models}, reps)
     ms, ratio = medians_ms(samples, lambda n: "r50_fpn")
-    split = breakdown.extra_by_kind(*(breakdown.time_by_kind(functools.partial(step, n)) for n in ("r50_fpn", "aff3d_r50_fpn")))
+    split = breakdown.extra_by_kind(*(breakdown.time_by_kind(functools.partial(step, n))
+                                      for n in ("r50_fpn", "aff3d_r50_fpn")))
+    floor = macs_floor(models["r50_fpn"], models["aff3d_r50_fpn"], image_size)
     return {"section": "detection", "threads": threads, "image_size": image_size, "batch": batch, "reps": reps,
             "norm": cfg.MODEL.RESNETS.NORM, "step_ms": ms, "step_ratio": ratio, "target": 1.15,
-            "time_split_ms": split, "macs_floor_ratio": macs_floor(models["r50_fpn"], models["aff3d_r50_fpn"], image_size),
+            "time_split_ms": split, "macs_floor_ratio": floor,
             "step_ratio_per_round_quartiles": paired_ratio_quartiles(samples, lambda n: "r50_fpn"),
             "step_samples_ms": {n: [round(t * 1e3, 2) for t in v] for n, v in samples.items()},
             "load_average_before": load_before, "load_average_after": load_average()}
@@ -348,8 +351,8 @@ def _where_the_time_goes(s: dict, titles: dict) -> list[str]:
     if "time_split_ms" not in s:
         return []
     floor = s["macs_floor_ratio"]
-    lines = [f"Where the extra time goes: operator self-times by kind of work, ms per step, mean of 3 profiled steps (`benchmark.breakdown`). "
-             f"Arithmetic floor of the ratio (multiply-accumulates): {floor['fast']:.3f} on the product form, "
+    lines = [f"Where the extra time goes: operator self-times by kind of work, ms per step, mean of 3 profiled "
+             f"steps (`benchmark.breakdown`). Arithmetic floor of the ratio (multiply-accumulates): {floor['fast']:.3f} on the product form, "
              f"{floor['table']:.3f} through the table gate.", ""]
     for key, title in titles.items():
         lines += [*breakdown.markdown(title, s["time_split_ms"] if key is None else s["time_split_ms"][key]), ""]
