@@ -352,8 +352,8 @@ def _where_the_time_goes(s: dict, titles: dict) -> list[str]:
         return []
     floor = s["macs_floor_ratio"]
     lines = [f"Where the extra time goes: operator self-times by kind of work, ms per step, mean of 3 profiled "
-             f"steps (`benchmark.breakdown`). Arithmetic floor of the ratio (multiply-accumulates): {floor['fast']:.3f} on the product form, "
-             f"{floor['table']:.3f} through the table gate.", ""]
+             f"steps (`benchmark.breakdown`). Arithmetic floor of the ratio (multiply-accumulates): "
+             f"{floor['fast']:.3f} on the product form, {floor['table']:.3f} through the table gate.", ""]
     for key, title in titles.items():
         lines += [*breakdown.markdown(title, s["time_split_ms"] if key is None else s["time_split_ms"][key]), ""]
     return lines
