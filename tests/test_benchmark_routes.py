@@ -28,7 +28,8 @@ def test_the_committed_figures_cover_the_rule(measured):
     rule = measured.get("size_rule", measured.get("small_map"))  # (the key's name before the routes' rename)
     assert all(rule[k] == aff3d_fast.SIZE_RULE[k] for k in rule)
     assert measured["batch"] == 32 and measured["mode"] == "train"
-    assert {(r["C"], r["H"], r["K"]) for r in measured["shapes"]} == set(benchmark_routes.SHAPES)
+    measured_cases = [(r["C"], r["H"], r["K"], r["layout"], r["batch"], r["frozen_norm"]) for r in measured["shapes"]]
+    assert measured_cases == benchmark_routes.cases(measured["batch"])
     assert all({"straightforward", "small_map", "product"} <= set(r["ms"]) for r in measured["shapes"])
 
 
@@ -40,7 +41,7 @@ def test_the_dispatch_takes_the_fastest_measured_form_within_the_noise(measured)
         pytest.skip("the compiled CPU pass is unavailable here: channels_last training cannot take the table")
     slower = []
     for row in measured["shapes"]:
-        now = benchmark_routes.dispatch(row["C"], row["H"], row["K"], row["layout"])
+        now = benchmark_routes.dispatch(row["C"], row["H"], row["K"], row["layout"], row["frozen_norm"])
         chosen, best = benchmark_routes.chosen_and_best(row, now)
         if row["ms"][chosen] > (1 + benchmark_routes.TOLERANCE) * row["ms"][best]:
             slower.append((row["C"], row["H"], row["K"], row["layout"], chosen, row["ms"][chosen], best, row["ms"][best]))

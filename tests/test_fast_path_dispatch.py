@@ -87,7 +87,7 @@ def test_the_route_table_read_as_data():
     assert _walk(channels_last=True, table=True) == "table"
     assert _walk(channels_last=True, table=True, pixels=16 * 17 - 1) == "autograd"
     assert _walk(channels_last=True) == "autograd"  # no compiled pass: the product form lost in channels_last
-    assert _walk(values=16383) == "autograd"
+    assert _walk(values=fast.SIZE_RULE["product"] - 1) == "autograd"
     assert _walk(pixels=15) == "straightforward"
     assert _walk(fex_over_M3D=False) == "autograd"
     assert _walk(fex_over_M3D=False, grad=False, inference=True) == "autograd"

@@ -3,7 +3,9 @@
 One 3D-AFF module with the block's last norm, the block's tail relu(U X_3D + X_l), U = BN(R), forward
 and backward, train mode, batch 32, one thread, at shapes (C channels, H x H map, K = C/d hidden units)
 from the notebooks' networks (24 and 16 px inputs: 64 / 128 / 256 channels at 24 / 12 / 6 and 16 / 8 / 4
-px, d = 4) and a few beside them. Each route is forced (``aff3d_fast.run_route``):
+px, d = 4) and a few beside them; then the detection backbone's stages (``DETECTION_SHAPES``: 3D-AFF-R50-FPN
+at 256 px, d = 16, batch 2, the block's norm frozen as detectron2's configs train it, NCHW). Each route
+is forced (``aff3d_fast.run_route``):
 
     straightforward   the equations as written (route ``straightforward``)
     small_map         the equations under autograd with eq. 5's convolution split (route ``autograd``,
@@ -31,17 +33,23 @@ from .timing import interleaved_calls, load_average
 # (C, H, K): the notebooks' networks at 24 and 16 px, then other sizes around the rule's limit
 SHAPES = ((64, 24, 16), (128, 12, 32), (256, 6, 64), (64, 16, 16), (128, 8, 32), (256, 4, 64),
           (64, 12, 16), (128, 24, 32), (256, 12, 64), (256, 12, 16), (256, 3, 64))
+# (C, H, K) of res2-res5 of the detection backbone's training step (``--sections detection``)
+DETECTION_SHAPES = ((256, 64, 16), (512, 32, 32), (1024, 16, 64), (2048, 8, 128))
+DETECTION_BATCH = 2
 ROUTE_OF = {"straightforward": "straightforward", "small_map": "autograd", "product": "fused_tail", "table": "table"}
 # the form a route times; "small_map" is also the route's name in files measured before it was called autograd
 FORM_OF = {**{route: form for form, route in ROUTE_OF.items()}, "small_map": "small_map"}
 TOLERANCE = 0.15  # a chosen route may be this much slower than the faster one (the noise of one shape)
 
 
-def _module(C: int, K: int, seed: int = 0):
+def _module(C: int, K: int, frozen: bool = False, seed: int = 0):
+    """The module and the block's norm: training batch norm, or frozen (fixed statistics and affine)."""
     from ..attention.aff3d import AFF3D
 
     torch.manual_seed(seed)
-    return AFF3D(C, reduction=C // K).train(), nn.BatchNorm2d(C).train()
+    bn = nn.BatchNorm2d(C).train(not frozen)
+    bn.requires_grad_(not frozen)
+    return AFF3D(C, reduction=C // K).train(), bn
 
 
 def _maps(C: int, H: int, batch: int, layout: str, seed: int = 1):
@@ -58,31 +66,36 @@ def _step(route: str, m, bn, R, X) -> None:
     aff3d_fast.run_route(ROUTE_OF[route], m, R, X, bn, add=True, relu=True).sum().backward()
 
 
-def dispatch(C: int, H: int, K: int, layout: str) -> str:
+def dispatch(C: int, H: int, K: int, layout: str, frozen: bool = False) -> str:
     """The route ``aff3d_fast.choose_route`` takes for a training call at this shape (batch 2 suffices)."""
     from ..attention import aff3d_fast
 
-    m, bn = _module(C, K)
+    m, bn = _module(C, K, frozen)
     R, X = _maps(C, H, 2, layout)
     return aff3d_fast.choose_route(m, R.requires_grad_(), X, bn).name
 
 
+def cases(batch: int) -> list[tuple]:
+    """(C, H, K, layout, batch, frozen norm) of every row the section measures."""
+    small = [(C, H, K, layout, batch, False) for C, H, K in SHAPES for layout in ("nchw", "channels_last")]
+    return small + [(C, H, K, "nchw", DETECTION_BATCH, True) for C, H, K in DETECTION_SHAPES]
+
+
 def bench_routes(reps: int, batch: int = 32, threads: int = 1, warmup: int = 2) -> dict:
-    """Milliseconds per forward + backward of each route at each shape and layout (see the docstring)."""
+    """Milliseconds per forward + backward of each route at each case of ``cases`` (see the docstring)."""
     from ..attention.aff3d_fast import SIZE_RULE, table_gate_cpu_pass
 
     torch.set_num_threads(threads)
     calls, rows = {}, []
-    for C, H, K in SHAPES:
-        m, bn = _module(C, K)
-        for layout in ("nchw", "channels_last"):
-            R, X = _maps(C, H, batch, layout)
-            mod = m.to(memory_format=torch.channels_last) if layout == "channels_last" else m
-            forms = ["straightforward", "small_map", "product"] + (["table"] if table_gate_cpu_pass.enabled(R) else [])
-            rows.append({"C": C, "H": H, "W": H, "K": K, "layout": layout, "forms": forms,
-                         "dispatch": dispatch(C, H, K, layout)})
-            for form in forms:
-                calls[(len(rows) - 1, form)] = functools.partial(_step, form, mod, bn, R, X)
+    for C, H, K, layout, n, frozen in cases(batch):
+        m, bn = _module(C, K, frozen)
+        R, X = _maps(C, H, n, layout)
+        mod = m.to(memory_format=torch.channels_last) if layout == "channels_last" else m
+        forms = ["straightforward", "small_map", "product"] + (["table"] if table_gate_cpu_pass.enabled(R) else [])
+        rows.append({"C": C, "H": H, "W": H, "K": K, "layout": layout, "batch": n, "frozen_norm": frozen,
+                     "forms": forms, "dispatch": dispatch(C, H, K, layout, frozen)})
+        for form in forms:
+            calls[(len(rows) - 1, form)] = functools.partial(_step, form, mod, bn, R, X)
     t0 = time.perf_counter()
     for call in calls.values():  # includes the table pass's first-call compilation
         for _ in range(warmup):
@@ -109,7 +122,9 @@ def summary(res: dict, loads: str) -> str:
     lines = [f"routes: module forward + backward, train, batch {res['batch']}, {res['threads']} thread, ms ({loads})"]
     for r in res["shapes"]:
         times = "  ".join(f"{f} {r['ms'][f]:7.2f}" for f in r["forms"])
-        lines.append(f"  C {r['C']:4d} {r['H']:2d}x{r['W']:<2d} K+1 {r['K'] + 1:3d} {r['layout']:13s} {times}  -> {r['dispatch']}")
+        lines.append(f"  C {r['C']:4d} {r['H']:2d}x{r['W']:<2d} K+1 {r['K'] + 1:3d} {r['layout']:13s} "
+                     f"b{r.get('batch', res['batch']):<2d}{' frozen' if r.get('frozen_norm') else '       '} "
+                     f"{times}  -> {r['dispatch']}")
     return "\n".join(lines)
 
 
@@ -119,10 +134,12 @@ def markdown(s: dict, notes: list[str], loads: str) -> list[str]:
              f"torch {m['torch']}, {m['date']})", "", *notes,
              ("One module with the block's norm, forward + backward, ms; 'dispatch' is the route the code that "
               "measured took, 'fastest' the fastest form measured."), "",
-             "| C | H x W | K + 1 | layout | straightforward | small_map | product | table | dispatch | fastest |",
-             "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+             "| C | H x W | K + 1 | layout | batch | block norm | straightforward | small_map | product | table "
+             "| dispatch | fastest |",
+             "| ---: | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |"]
     for r in s["shapes"]:
         t = [f"{r['ms'][f]:.1f}" if f in r["ms"] else "" for f in ("straightforward", "small_map", "product", "table")]
-        lines.append(f"| {r['C']} | {r['H']} x {r['W']} | {r['K'] + 1} | {r['layout']} | {' | '.join(t)} | "
-                     f"{r['dispatch']} | {chosen_and_best(r)[1]} |")
+        norm = "frozen" if r.get("frozen_norm") else "training"
+        lines.append(f"| {r['C']} | {r['H']} x {r['W']} | {r['K'] + 1} | {r['layout']} | {r.get('batch', s['batch'])} | "
+                     f"{norm} | {' | '.join(t)} | {r['dispatch']} | {chosen_and_best(r)[1]} |")
     return lines + ["", f"{s['reps']} repetitions; {loads}.", ""]

@@ -92,9 +92,11 @@ __all__ = [
 #   "table": the table gate does O(K C) work per sample (breakpoints, the (K + 1, C) tables, their batch
 #       statistics): it paid from H W >= 16 (K + 1) pixels (0.89-0.91x the next route's time there);
 #   "product": the product form has a fixed cost per call (its custom Function, re-running the small graph
-#       in backward): it paid from C H W >= 16384 values per sample, in NCHW only (in channels_last it was
-#       1.5-2.5x slower than the ``autograd`` route at every measured shape).
-SIZE_RULE = {"straightforward": 16, "table": 16, "product": 16384}
+#       in backward). Since the autograd route's tap projections became one batched product, the product form
+#       paid only on the largest maps, C H W >= 2^19 values per sample, in NCHW: the detection backbone's res2
+#       (256 x 64 x 64, batch 2: 56.9 ms against 60.5), level at res3 (512 x 32 x 32: 23.0 against 22.7),
+#       slower at res4-res5 and at every small-network shape (in channels_last 1.5-2.5x slower everywhere).
+SIZE_RULE = {"straightforward": 16, "table": 16, "product": 1 << 19}
 
 
 class Call(NamedTuple):
