@@ -30,7 +30,7 @@ def test_the_committed_figures_cover_the_rule(measured):
     assert measured["batch"] == 32 and measured["mode"] == "train"
     measured_cases = [(r["C"], r["H"], r["K"], r["layout"], r["batch"], r["frozen_norm"]) for r in measured["shapes"]]
     assert measured_cases == benchmark_routes.cases(measured["batch"])
-    assert all({"straightforward", "small_map", "product"} <= set(r["ms"]) for r in measured["shapes"])
+    assert all({"straightforward", "small_map"} <= set(r["ms"]) for r in measured["shapes"])
 
 
 @pytest.mark.size_rule
@@ -49,10 +49,9 @@ def test_the_dispatch_takes_the_fastest_measured_form_within_the_noise(measured)
 
 
 def test_chosen_and_best_reads_a_row():
-    row = {"dispatch": "small_map", "forms": ["straightforward", "small_map", "product", "table"],
-           "ms": {"straightforward": 1.0, "small_map": 9.0, "product": 5.0, "table": 12.0}}
+    row = {"dispatch": "small_map", "forms": ["straightforward", "small_map", "table"],
+           "ms": {"straightforward": 1.0, "small_map": 9.0, "table": 12.0}}
     assert benchmark_routes.chosen_and_best(row) == ("small_map", "straightforward")  # the recorded route
     assert benchmark_routes.chosen_and_best(row, "autograd") == ("small_map", "straightforward")
-    assert benchmark_routes.chosen_and_best(row, "fused_tail") == ("product", "straightforward")
     row["ms"]["straightforward"] = 20.0
-    assert benchmark_routes.chosen_and_best(row, "table") == ("table", "product")
+    assert benchmark_routes.chosen_and_best(row, "table") == ("table", "small_map")

@@ -67,10 +67,10 @@ def test_the_configs_run_the_fast_path(path, train, monkeypatch):
         out = backbone(x)
     assert len(routes) == len(attns) > 0
     names = {r.name for r in routes}
-    # training: the fused tail, and folded in frozen stages (weights and input need no gradient)
-    assert names <= ({"fused_tail", "folded"} if train else {"folded"}), routes
+    # training: the autograd route (NCHW), and folded in frozen stages (weights and input need no gradient)
+    assert names <= ({"autograd", "folded"} if train else {"folded"}), routes
     if train:
-        assert "fused_tail" in names
+        assert "autograd" in names
         sum(o.square().mean() for o in out.values()).backward()
 
 

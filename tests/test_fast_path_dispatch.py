@@ -50,20 +50,20 @@ def test_each_route_is_taken_where_the_table_says(randomize_bn):
     m.eval()
     with torch.no_grad():
         assert _route(m, U, X) == "folded"
-    assert _route(m, U, X) == "fused_tail"  # grad mode: the parameters require gradients
+    assert _route(m, U, X) == "autograd"  # grad mode: the parameters require gradients
     m.requires_grad_(False)
     assert _route(m, U, X) == "folded"  # a frozen module in grad mode ...
-    assert _route(m, U.requires_grad_(), X) == "fused_tail"  # ... until the input requires one
+    assert _route(m, U.requires_grad_(), X) == "autograd"  # ... until the input requires one
     U = U.detach()
     m.requires_grad_(True)
     m.train()
     with torch.no_grad():
         assert _route(m, U, X) == "autograd"  # batch statistics, no gradient
-    assert _route(m, U, X) == "fused_tail"  # the parameters require gradients
+    assert _route(m, U, X) == "autograd"  # the parameters require gradients
     assert _route(m, U[:0], X[:0]) == "straightforward"
     assert _route(AFF3D(8, "mc_r", reduction=2), U.float(), X.float()) == "autograd"
     assert _route(AFF3D(8, "parallel_concat", reduction=2), U.float(), X.float()) == "autograd"
-    assert fast.ROUTE_NAMES == ("folded", "straightforward", "table", "fused_tail", "autograd")
+    assert fast.ROUTE_NAMES == ("folded", "straightforward", "table", "autograd")
     with pytest.raises(ValueError, match="expected one of"):
         fast.run_route("fats", m, U, X)
 
@@ -71,7 +71,7 @@ def test_each_route_is_taken_where_the_table_says(randomize_bn):
 def _walk(**facts) -> str:
     """The route ``ROUTES`` gives a call with these facts (the rest: CPU training on a large NCHW map)."""
     base = {"cpu": True, "fex_over_M3D": True, "inference": False, "grad": True, "traced": False,
-            "channels_last": False, "table": False, "pixels": 4096, "values": 1 << 20, "rows": 17}
+            "channels_last": False, "table": False, "pixels": 4096, "rows": 17}
     call = fast.Call(**{**base, **facts})
     return next(r for r in fast.ROUTES if r.applies(call)).name
 
@@ -79,7 +79,7 @@ def _walk(**facts) -> str:
 @pytest.mark.size_rule
 def test_the_route_table_read_as_data():
     """The conditions alone, also for calls this machine cannot make (CUDA)."""
-    assert _walk() == "fused_tail"
+    assert _walk() == "autograd"
     assert _walk(cpu=False) == "straightforward"  # CUDA training: measured faster than the fast forms
     assert _walk(cpu=False, grad=False, inference=True) == "folded"
     assert _walk(cpu=False, traced=True) == "autograd"  # what dynamo traces
@@ -87,7 +87,6 @@ def test_the_route_table_read_as_data():
     assert _walk(channels_last=True, table=True) == "table"
     assert _walk(channels_last=True, table=True, pixels=16 * 17 - 1) == "autograd"
     assert _walk(channels_last=True) == "autograd"  # no compiled pass: the product form lost in channels_last
-    assert _walk(values=fast.SIZE_RULE["product"] - 1) == "autograd"
     assert _walk(pixels=15) == "straightforward"
     assert _walk(fex_over_M3D=False) == "autograd"
     assert _walk(fex_over_M3D=False, grad=False, inference=True) == "autograd"
@@ -95,16 +94,14 @@ def test_the_route_table_read_as_data():
 
 
 @pytest.mark.size_rule
-@pytest.mark.parametrize("layout, fast_route", [("nchw", "fused_tail"), ("channels_last", "table")])
+@pytest.mark.parametrize("layout, fast_route", [("nchw", "autograd"), ("channels_last", "table")])
 def test_small_cpu_maps_train_on_the_autograd_route(layout, fast_route, randomize_bn):
-    """Training on a CPU map too small for the fast form (``aff3d_fast.SIZE_RULE``) takes the autograd
+    """Training on a CPU map too small for the table gate (``aff3d_fast.SIZE_RULE``) takes the autograd
     route, below 16 pixels the straightforward one, chosen without a warning and exact; at the limit the
-    fast form; inference folds at any size."""
+    table gate in channels_last (NCHW stays on the autograd route); inference folds at any size."""
     m, ref = _twins(randomize_bn)  # C = 8, d = 2: K + 1 = 5 table rows
-    if layout == "channels_last":
-        limit, fmt = fast.SIZE_RULE["table"] * 5, torch.channels_last  # H W pixels
-    else:
-        limit, fmt = fast.SIZE_RULE["product"] // 8, torch.contiguous_format  # C H W values
+    limit = fast.SIZE_RULE["table"] * 5  # H W pixels
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     tiny = (fast.SIZE_RULE["straightforward"] - 1) // 2
     for w, route in [(tiny, "straightforward"), (limit // 2 - 1, "autograd"), (limit // 2, fast_route)]:
         U, X = (t.to(memory_format=fmt) for t in _pair(3, h=2, w=w))
@@ -141,7 +138,7 @@ def _assert_block_tail_agrees(y, y_ref, R, X, mods, mods_ref):
 @pytest.mark.parametrize("design", ["aff3d", "aff3d_sum", "mc_r+ms_r", "mc_rs+ms_rs", "kernel_size=5", "mc_r",
                                     "parallel_concat", "parallel_sum"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("route", ["autograd", "fused_tail", "table", "straightforward"])
+@pytest.mark.parametrize("route", ["autograd", "table", "straightforward"])
 def test_every_training_route_by_name_is_exact_with_the_block_norm(route, design, layout, randomize_bn, bn_twins):
     """Each route forced by name (``run_route``) with the block's norm, train mode: output, every gradient
     and the running statistics of every BN equal the straightforward path's (float64, 1e-10)."""
@@ -149,7 +146,7 @@ def test_every_training_route_by_name_is_exact_with_the_block_norm(route, design
     design = "aff3d" if kw else design
     torch.manual_seed(0)
     m = randomize_bn(AFF3D(8, design, reduction=2, **kw), 1).double().train()
-    if route in ("fused_tail", "table") and not (m.design.has_spatial and m.design.fusion == "fex"):
+    if route == "table" and not (m.design.has_spatial and m.design.fusion == "fex"):
         pytest.skip(f"{route} serves designs with F_ex over M_3D only")
     ref = AFF3D(8, design, impl="straightforward", reduction=2, **kw).double().train()
     ref.load_state_dict(m.state_dict())
@@ -372,7 +369,7 @@ def test_frozen_batch_norm_folds_like_inference_batch_norm(train, randomize_bn):
         assert _route(m, U, X) == "folded"
         assert _diff(m(U, X), ref(U, X)) < TOL
     U.requires_grad_(), X.requires_grad_()
-    assert _route(m, U, X) == "fused_tail"
+    assert _route(m, U, X) == "autograd"
     y, y_ref = m(U, X), ref(U, X)
     assert _diff(y, y_ref) < TOL
     dout = torch.randn_like(y)
@@ -428,8 +425,8 @@ def test_training_on_channels_last_cpu_maps_takes_the_table_gate(randomize_bn):
     g = torch.autograd.grad(y, [U, X, *m.parameters(), *bn.parameters()], dout)
     g_ref = torch.autograd.grad(y_ref, [U, X, *ref.parameters(), *bn_ref.parameters()], dout)
     assert max(_diff(a, b) for a, b in zip(g, g_ref)) < TOL
-    # the same maps in NCHW take the product form; inference folds
-    assert _route(m, U.detach().contiguous(), X.detach().contiguous()) == "fused_tail"
+    # the same maps in NCHW take the autograd route; inference folds
+    assert _route(m, U.detach().contiguous(), X.detach().contiguous()) == "autograd"
     m.eval()
     with torch.no_grad():
         assert _route(m, U, X) == "folded"

@@ -12,10 +12,10 @@ tests hold the two equal to 1e-10 in float64. The module follows the project's a
 
 Two implementations of the same function, chosen by ``impl``:
 
-    "fast" (default)   ``aff3d_fast``: exact algebra that skips the concatenation, the first F_ex
-                       convolution over the C x H x W map and the stored M_3D / X_3D maps; BN
-                       folded at inference; in CPU training a memory-saving autograd Function
-                       or the table gate. Its table of routes says which route a call takes
+    "fast" (default)   ``aff3d_fast``: exact algebra that skips the concatenation and, at inference,
+                       the first F_ex convolution over the C x H x W map, with BN folded; in CPU
+                       training the equations with eq. 5's convolution split, or the table gate
+                       (channels_last). Its table of routes says which route a call takes
                        (``aff3d_fast.ROUTES``, ``aff3d_fast.choose_route``).
     "straightforward"  ``forward_straightforward`` below: the equations written as they read.
 
@@ -142,7 +142,7 @@ class AFF3D(nn.Module):
     @property
     def fuses_tail(self) -> bool:
         """What a residual block asks before handing its whole tail to ``gate_add_relu``: the fast
-        path applies the block's norm on the fly and recomputes U in backward (memory saving)."""
+        path takes the block's norm, the sum and the ReLU into its own call (folded at inference)."""
         return self.impl == "fast"
 
     def _check(self, residual: torch.Tensor, shortcut: torch.Tensor, norm: nn.Module | None = None) -> None:
@@ -177,9 +177,8 @@ class AFF3D(nn.Module):
         """The block's tail in one call: relu(U * X_3D + X_l) (or without relu), U = norm(residual).
 
         Equal to ``relu(self(norm(residual), shortcut) + shortcut)``. Passing the block's last
-        batch norm as ``norm`` (and its input as ``residual``) lets the fast path apply it on the
-        fly and recompute U in backward instead of storing it: the training memory of a
-        3D-AFF-ResNet then stays close to the plain ResNet's.
+        batch norm as ``norm`` (and its input as ``residual``) lets the fast path fold it into its
+        gate at inference and into the table gate's one pass in channels_last training.
         """
         if norm is not None and norm_channels(norm) != self.channels:
             raise ValueError(f"AFF3D.gate_add_relu: norm has {norm_channels(norm)} channels, expected {self.channels}")

@@ -37,7 +37,7 @@ def build_models(seed: int = 0, names=MODELS) -> dict[str, nn.Module]:
 
 
 def fused_block_tail(model: nn.Module) -> bool:
-    """Whether the model's residual blocks take the fused, memory-saving tail (``Bottleneck.fused_tail``)."""
+    """Whether the model's residual blocks take the fused tail (``Bottleneck.fused_tail``)."""
     from ..models.blocks import Bottleneck
 
     blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]

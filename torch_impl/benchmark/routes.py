@@ -11,7 +11,6 @@ is forced (``aff3d_fast.run_route``):
     small_map         the equations under autograd with eq. 5's convolution split (route ``autograd``,
                       which the dispatch takes on small maps; the form's name is the one the committed
                       file records)
-    product           the product form (route ``fused_tail``)
     table             the table gate (route ``table``; channels_last only, where it has its compiled pass)
 
 medians of interleaved repetitions. ``aff3d_fast.SIZE_RULE`` is chosen from these figures, and
@@ -36,7 +35,7 @@ SHAPES = ((64, 24, 16), (128, 12, 32), (256, 6, 64), (64, 16, 16), (128, 8, 32),
 # (C, H, K) of res2-res5 of the detection backbone's training step (``--sections detection``)
 DETECTION_SHAPES = ((256, 64, 16), (512, 32, 32), (1024, 16, 64), (2048, 8, 128))
 DETECTION_BATCH = 2
-ROUTE_OF = {"straightforward": "straightforward", "small_map": "autograd", "product": "fused_tail", "table": "table"}
+ROUTE_OF = {"straightforward": "straightforward", "small_map": "autograd", "table": "table"}
 # the form a route times; "small_map" is also the route's name in files measured before it was called autograd
 FORM_OF = {**{route: form for form, route in ROUTE_OF.items()}, "small_map": "small_map"}
 TOLERANCE = 0.15  # a chosen route may be this much slower than the faster one (the noise of one shape)
@@ -91,7 +90,7 @@ def bench_routes(reps: int, batch: int = 32, threads: int = 1, warmup: int = 2) 
         m, bn = _module(C, K, frozen)
         R, X = _maps(C, H, n, layout)
         mod = m.to(memory_format=torch.channels_last) if layout == "channels_last" else m
-        forms = ["straightforward", "small_map", "product"] + (["table"] if table_gate_cpu_pass.enabled(R) else [])
+        forms = ["straightforward", "small_map"] + (["table"] if table_gate_cpu_pass.enabled(R) else [])
         rows.append({"C": C, "H": H, "W": H, "K": K, "layout": layout, "batch": n, "frozen_norm": frozen,
                      "forms": forms, "dispatch": dispatch(C, H, K, layout, frozen)})
         for form in forms:
@@ -134,11 +133,11 @@ def markdown(s: dict, notes: list[str], loads: str) -> list[str]:
              f"torch {m['torch']}, {m['date']})", "", *notes,
              ("One module with the block's norm, forward + backward, ms; 'dispatch' is the route the code that "
               "measured took, 'fastest' the fastest form measured."), "",
-             "| C | H x W | K + 1 | layout | batch | block norm | straightforward | small_map | product | table "
-             "| dispatch | fastest |",
-             "| ---: | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+             "| C | H x W | K + 1 | layout | batch | block norm | straightforward | small_map | table | dispatch "
+             "| fastest |",
+             "| ---: | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | --- | --- |"]
     for r in s["shapes"]:
-        t = [f"{r['ms'][f]:.1f}" if f in r["ms"] else "" for f in ("straightforward", "small_map", "product", "table")]
+        t = [f"{r['ms'][f]:.1f}" if f in r["ms"] else "" for f in ("straightforward", "small_map", "table")]
         norm = "frozen" if r.get("frozen_norm") else "training"
         lines.append(f"| {r['C']} | {r['H']} x {r['W']} | {r['K'] + 1} | {r['layout']} | {r.get('batch', s['batch'])} | "
                      f"{norm} | {' | '.join(t)} | {r['dispatch']} | {chosen_and_best(r)[1]} |")

@@ -67,7 +67,7 @@ def _op_profile(step, rows: int = 12) -> dict[str, float]:
 
 def small_models(seed: int = 0) -> dict[str, nn.Module]:
     """Each network of the notebooks in both layouts; 3D-AFF straightforward and fast (the dispatch: the
-    table gate in channels_last training, the product form in NCHW)."""
+    table gate in channels_last training, the autograd route in NCHW)."""
     from ..attention.aff3d import AFF3D
     from ..models.registry import create_model
 

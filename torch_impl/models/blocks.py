@@ -59,9 +59,8 @@ class _AttentionBlock(nn.Module):
 
     The tail of a block is U = norm(out) (eq. 3's last step), out = attn(U, X_l) + X_l (eq. 7), then
     ReLU. An attention that says so (``attn.fuses_tail``: 3D-AFF's fast path) gets all of it in one
-    ``attn.gate_add_relu`` call, which applies the norm on the fly and recomputes U in backward
-    instead of storing it: the training memory of a 3D-AFF-ResNet then stays close to the plain
-    ResNet's. Same function, fewer stored maps.
+    ``attn.gate_add_relu`` call, which folds the norm into its gate at inference and into the table
+    gate's one pass in channels_last training. Same function, fewer passes over the maps.
     """
 
     attn: nn.Module | None
@@ -72,7 +71,7 @@ class _AttentionBlock(nn.Module):
 
     @property
     def fused_tail(self) -> bool:
-        """Whether ``forward`` takes the memory-saving fused tail: the attention offers one, and no
+        """Whether ``forward`` takes the fused tail: the attention offers one, and no
         stochastic depth has to scale the branch before the sum (the fused call adds it itself)."""
         if self.drop_path is not None and self.training:
             return False
@@ -124,7 +123,7 @@ class BasicBlock(_AttentionBlock):
         out = self.conv2(out)
         if self.downsample is not None:
             identity = self.downsample(x)
-        if self.fused_tail:  # bn2, the gate, += identity and ReLU in one memory-saving call
+        if self.fused_tail:  # bn2, the gate, += identity and ReLU in one call
             return attention_tail(self.attn, out, identity, relu=True, norm=self.bn2)
         out = self._branch(self.bn2(out), identity)  # U -> U * X_3D
         out += identity  # eq. 7
@@ -168,7 +167,7 @@ class Bottleneck(_AttentionBlock):
         out = self.conv3(out)
         if self.downsample is not None:
             identity = self.downsample(x)
-        if self.fused_tail:  # bn3, the gate, += identity and ReLU in one memory-saving call
+        if self.fused_tail:  # bn3, the gate, += identity and ReLU in one call
             return attention_tail(self.attn, out, identity, relu=True, norm=self.bn3)
         out = self._branch(self.bn3(out), identity)  # U -> U * X_3D
         out += identity  # eq. 7
@@ -213,7 +212,7 @@ class PreActBottleneck(_AttentionBlock):
         out = self.conv1(a)
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))  # U = F_tr(X_l), eq. 3
-        if self.fused_tail:  # the gate and += identity in one memory-saving call
+        if self.fused_tail:  # the gate and += identity in one call
             return attention_tail(self.attn, out, identity, relu=False)
         out = self._branch(out, identity)  # U * X_3D
         out += identity  # eq. 7; no ReLU after the sum

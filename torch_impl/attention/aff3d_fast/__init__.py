@@ -16,10 +16,9 @@ d the reduction, K = C/d F_ex's hidden units, k F_conv's kernel size.
    of the one scalar M_s at its pixel: X_3D[c, h, w] = sigma(b_2[c] + sum_j W_2[c, j] relu(v_j + r_j M_s)),
    and between F_ex's K breakpoints a line in M_s (the table gate, ``table_gate.py``).
 4. Batch norm: at inference an affine map folded into the convolution before it (``inference.py``);
-   in training the batch statistics of F_ex's second convolution follow from the C/d-channel
-   hidden map (``algebra.linear_batch_stats``, ``norms.batch_statistics``).
+   in training batch statistics as tensor ops on the small maps (``norms.batch_statistics``).
 5. One pass for the gate, eq. 7 and the block's ReLU: out = relu(U * sigma(W_2' h + b_2') + X_l)
-   (``product_gate.py``), or through the table (``table_gate_cpu_pass.py``).
+   (``product_gate.py``, at inference), or through the table (``table_gate_cpu_pass.py``).
 
 Multiply-accumulates per pixel of the final design (concatenation, k = 3, d = 16): straightforward
 18C + 2C^2/16, fast 18C + C^2/16 + C/16. Over ResNet-50 that removes 0.21 of the module's 0.51
@@ -38,8 +37,6 @@ the latter with a warning that names the reason. Each route stands on committed 
                      and CPU training on maps under SIZE_RULE["straightforward"] pixels
     table            CPU training on channels_last maps, H W >= SIZE_RULE["table"] (K + 1): F_ex as a
                      lookup table, one compiled pass (``table_gate``)
-    fused_tail       CPU training on NCHW maps, C H W >= SIZE_RULE["product"]: the product form with
-                     a memory-saving backward (``training.FusedTail``)
     autograd         everything else: under torch.compile or tracing (dynamo traces it), the SE and
                      parallel designs, batch statistics without a gradient, smaller CPU maps: the
                      equations under autograd with eq. 5's convolution split (``equations``)
@@ -58,12 +55,11 @@ from torch import nn
 from . import inference as _inference
 from . import table_gate, table_gate_cpu_pass
 from .algebra import (
+    autocast_off,
     channel_squeeze_split,
     channels_last,
     compute_dtype,
-    fex_hidden,
     fold_bn,
-    linear_batch_stats,
     rank1_fex_input,
     shift_kernel,
     shift_sum,
@@ -73,16 +69,13 @@ from .algebra import (
     split_spatial_weight,
     tap_weights,
 )
-from .full_map import autocast_off
 from .norms import spatial_norm, unsupported_reason, uses_batch_stats
-from .training import FusedTail, Plan, weights
 
 __all__ = [
     "fast_forward", "run_route", "choose_route", "Route", "ROUTES", "ROUTE_NAMES", "Call", "Choice", "SIZE_RULE",
     "clear_folded", "equations",
     "split_spatial_weight", "tap_weights", "spatial_taps", "shift_kernel", "shift_sum", "shift_sum_strided",
-    "spatial_conv_split", "channel_squeeze_split", "rank1_fex_input", "fex_hidden", "linear_batch_stats",
-    "fold_bn",
+    "spatial_conv_split", "channel_squeeze_split", "rank1_fex_input", "fold_bn",
 ]
 
 # Where CPU training changes route, from one module's forward + backward with the block norm, batch 32, one
@@ -91,12 +84,10 @@ __all__ = [
 #       7.2 ms against 8.0 for the next route in NCHW, 5.3 against 5.4 in channels_last);
 #   "table": the table gate does O(K C) work per sample (breakpoints, the (K + 1, C) tables, their batch
 #       statistics): it paid from H W >= 16 (K + 1) pixels (0.89-0.91x the next route's time there);
-#   "product": the product form has a fixed cost per call (its custom Function, re-running the small graph
-#       in backward). Since the autograd route's tap projections became one batched product, the product form
-#       paid only on the largest maps, C H W >= 2^19 values per sample, in NCHW: the detection backbone's res2
-#       (256 x 64 x 64, batch 2: 56.9 ms against 60.5), level at res3 (512 x 32 x 32: 23.0 against 22.7),
-#       slower at res4-res5 and at every small-network shape (in channels_last 1.5-2.5x slower everywhere).
-SIZE_RULE = {"straightforward": 16, "table": 16, "product": 1 << 19}
+# (The product form with a memory-saving custom Function, once route "fused_tail" for NCHW training, is gone:
+# since the autograd route's tap projections are one batched product it measured slower than that route at
+# every shape, the detection backbone's stages included; ``docs/speed.md``.)
+SIZE_RULE = {"straightforward": 16, "table": 16}
 
 
 class Call(NamedTuple):
@@ -110,7 +101,6 @@ class Call(NamedTuple):
     channels_last: bool
     table: bool  # the table gate serves it: plain BN in F_ex, the compiled CPU pass available
     pixels: int  # H W
-    values: int  # C H W
     rows: int  # K + 1, the table's rows
 
 
@@ -154,10 +144,6 @@ def _table(m, R, X, norm, add, relu):
         return table_gate.table_forward(m, R, X, norm, add, relu)
 
 
-def _fused_tail(m, R, X, norm, add, relu):
-    return FusedTail.apply(Plan(m, norm, add, relu), R, X, *weights(m, norm))
-
-
 @dataclass(frozen=True)
 class Route:
     """One route: its name, when the dispatch takes it (in words and as a condition), and what it runs."""
@@ -178,9 +164,6 @@ ROUTES = (
     Route("table", "CPU training on channels_last maps of H W >= SIZE_RULE['table'] (K + 1): F_ex as a lookup table",
           lambda c: (c.table and not c.inference and not c.traced and c.fex_over_M3D
                      and c.pixels >= SIZE_RULE["table"] * c.rows), _table),
-    Route("fused_tail", "CPU training on NCHW maps of C H W >= SIZE_RULE['product']: the memory-saving product form",
-          lambda c: (c.cpu and c.grad and not c.traced and c.fex_over_M3D and not c.channels_last
-                     and c.values >= SIZE_RULE["product"]), _fused_tail),
     Route("autograd", "the equations under autograd, eq. 5's convolution split (tracing, SE and parallel designs, "
           "batch statistics without a gradient, smaller CPU maps)", lambda c: True, equations),
 )
@@ -212,11 +195,11 @@ def call_facts(m: nn.Module, R: torch.Tensor, X: torch.Tensor, norm: nn.Module |
     grad = torch.is_grad_enabled() and (R.requires_grad or X.requires_grad or any(p.requires_grad for p in params))
     cpu = R.device.type == "cpu"
     fex_over_M3D = design.has_spatial and design.fusion != "parallel"
-    _, C, H, W = R.shape
+    _, _, H, W = R.shape
     table = cpu and fex_over_M3D and table_gate_cpu_pass.enabled(R) and table_gate.supports(m, norm)
     return Call(cpu=cpu, fex_over_M3D=fex_over_M3D, inference=not grad and not batch_stats, grad=grad,
                 traced=tracing(), channels_last=channels_last(R), table=table,
-                pixels=H * W, values=C * H * W, rows=m.fex.conv1.out_channels + 1)
+                pixels=H * W, rows=m.fex.conv1.out_channels + 1)
 
 
 def choose_route(m: nn.Module, R: torch.Tensor, X: torch.Tensor, norm: nn.Module | None = None) -> Choice:
@@ -250,7 +233,7 @@ def run_route(route: str, m: nn.Module, R: torch.Tensor, X: torch.Tensor, norm: 
               add: bool = False, relu: bool = False) -> torch.Tensor:
     """One route of ``ROUTES`` by name, whichever ``choose_route`` would take (tests and the benchmark
     force routes this way). The caller answers for the route fitting the call: "folded" uses running
-    statistics, "fused_tail" needs autograd, "table" an F_ex design with plain BN (``table_gate.supports``)."""
+    statistics, "table" an F_ex design with plain BN (``table_gate.supports``)."""
     if route not in _BY_NAME:
         raise ValueError(f"aff3d_fast.run_route: expected one of {list(ROUTE_NAMES)}, got {route!r}")
     if route != "folded":

@@ -8,6 +8,8 @@ the paper: U (N, C, H, W) the residual, X_l the shortcut, M_c the channel featur
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -26,6 +28,13 @@ def channels_last(t: torch.Tensor) -> bool:
 def compute_dtype(t: torch.Tensor) -> torch.dtype:
     """The small graph's precision: float32, or the input's if wider (16-bit maps, 32-bit statistics)."""
     return torch.promote_types(t.dtype, torch.float32)
+
+
+def autocast_off(t: torch.Tensor):
+    """Autocast off inside the fast path, which picks its own precisions (``compute_dtype``)."""
+    if torch.is_autocast_enabled(t.device.type):
+        return torch.autocast(t.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def affine(R: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None) -> torch.Tensor:
@@ -142,32 +151,9 @@ def rank1_fex_input(M_c: torch.Tensor, W1: torch.Tensor, b1: torch.Tensor | None
     return v, W1.sum(1)
 
 
-def fex_hidden(v: torch.Tensor, r: torch.Tensor, M_s: torch.Tensor) -> torch.Tensor:
-    """Step 3: the (N, C/d, H, W) map v_j + r_j M_s[h, w] (= W_1 M_3D, before F_ex's first BN)."""
-    return torch.addcmul(v[:, :, None, None], r[None, :, None, None], M_s)
-
-
 # ---------------------------------------------------------------------------------------------
-# Step 4: batch norm as an affine map, and the batch moments of a linear map of h.
+# Step 4: batch norm as an affine map.
 # ---------------------------------------------------------------------------------------------
-
-
-def linear_batch_stats(h: torch.Tensor, W2: torch.Tensor, b2: torch.Tensor | None = None):
-    """Batch mean and (biased) variance over (N, H, W) of z = W_2 h + b_2, without forming z.
-
-    mean(z) = W_2 mean(h) + b_2 and var(z)_c = w_c^T Cov(h) w_c, Cov(h) the (C/d x C/d) covariance
-    of h's channels over all N * H * W positions. Returns two (C,) vectors.
-    """
-    Cd = h.shape[1]
-    flat = h.transpose(0, 1).reshape(Cd, -1)
-    mu = flat.mean(1)
-    centered = flat - mu[:, None]
-    cov = centered @ centered.t() / flat.shape[1]
-    mean = W2 @ mu
-    if b2 is not None:
-        mean = mean + b2
-    var = ((W2 @ cov) * W2).sum(1).clamp_min(0)
-    return mean, var
 
 
 def fold_bn(weight, bias, mean, var, eps: float):

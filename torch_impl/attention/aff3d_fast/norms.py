@@ -109,7 +109,7 @@ def batch_statistics(bn: nn.Module, x: torch.Tensor, update: bool,
     """The (mean, biased var) that ``bn`` normalises the map behind ``x`` with, as ``dtype`` (default x's).
 
     Running statistics where ``bn`` uses them. Otherwise ``moments(x)`` over the N * H * W positions
-    of ``x`` (by default x's own; F_ex's second BN passes ``linear_batch_stats`` of the hidden map),
+    of ``x`` (by default x's own; the table gate passes moments it computes from sums of M_s),
     and with ``update`` the running averages move as ``nn.BatchNorm2d`` moves them (``update=False``
     for the re-run in backward).
     """
@@ -176,26 +176,3 @@ def spatial_norm(bn: nn.Module, x: torch.Tensor, update: bool) -> torch.Tensor:
     if update or not bn.training:
         return bn(x)
     return F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
-
-
-def normalized(R, mean, var, weight, bias, eps):
-    """BN(R) with given statistics, in R's dtype and memory format: one pass of PyTorch's own kernel, or,
-    where autograd must also differentiate the statistics, the affine map scale R + shift, which it does."""
-    if torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad):
-        return affine(R, *fold_bn(weight, bias, mean, var, eps)).to(R.dtype)
-    return F.batch_norm(R, mean, var, weight, bias, False, 0.0, eps)
-
-
-def norm_backward(bn: nn.Module, R, dU, weight, mean, var):
-    """Gradients (dR, dgamma, dbeta) of U = BN(R) through PyTorch's own batch-norm backward."""
-    train = uses_batch_stats(bn)
-    invstd = torch.rsqrt(var + bn.eps)
-    if not R.is_cuda and weight is not None and R.dtype != weight.dtype:  # the CPU kernel wants one dtype
-        dR, dw, db = norm_backward(bn, R.to(weight.dtype), dU.to(weight.dtype), weight, mean, var)
-        return dR.to(R.dtype), dw, db
-    affine_grads = weight is not None
-    dR, dw, db = torch.ops.aten.native_batch_norm_backward(
-        dU, R, weight, bn.running_mean, bn.running_var, mean if train else None, invstd if train else None,
-        train, bn.eps, [True, affine_grads, affine_grads],
-    )
-    return dR, dw, db

@@ -5,8 +5,7 @@
 where ``h`` (N, C/d, H, W) is F_ex's hidden map after ReLU, ``W_2'`` (C, C/d) and ``b_2'`` (C) are
 F_ex's second convolution with its batch norm folded in (``algebra.fold_bn``), ``act`` is the
 block's ReLU or nothing, and ``scale``/``shift`` (C) optionally apply the block's last batch norm on
-the fly (``algebra.affine``), so that U = BN(R) is never stored for backward (``training.FusedTail``).
-Used by the routes ``folded`` (forward) and ``fused_tail`` (forward and the hand-written backward).
+the fly (``algebra.affine``). Used by the route ``folded`` (inference).
 """
 
 from __future__ import annotations
@@ -58,27 +57,3 @@ def gate_forward(R, X, hid, W2, b2, scale=None, shift=None, add=True, relu=True)
     if relu:
         out = out.relu_()
     return out.to(R.dtype)
-
-
-def gate_backward(dout, out, R, hid, W2, b2, scale=None, shift=None, add=True, relu=True):
-    """Gradients of ``gate_forward``.
-
-    With y = U * G (+ X), G = sigma(z), z = W_2' h + b_2', out = act(y):
-        dy  = dout * [out > 0]           (ReLU's derivative, 0 at 0 as in torch.relu)
-        dU  = dy * G                     the direct term; the caller adds those through M_c and M_s
-        dz  = dy * U * G * (1 - G)
-        dh  = W_2'^T dz,  dW_2' = sum_{n,p} dz h^T,  db_2' = sum_{n,p} dz
-    Returns (dU, dX or None, dh, dW_2', db_2'); dX = dy is the shortcut's share when ``add``.
-    """
-    N, C, H, W = R.shape
-    Cd = hid.shape[1]
-    dy = dout * (out > 0) if relu else dout
-    U = affine(R, scale, shift)
-    G = torch.sigmoid(_logits(hid, W2, b2)).view(N, C, H, W)
-    dU = dy * G
-    dz = (dy * U * G * (1 - G)).reshape(N, C, H * W).to(W2.dtype)
-    h = hid.reshape(N, Cd, H * W).to(W2.dtype)
-    dh = torch.bmm(W2.t().expand(N, -1, -1), dz).view(N, Cd, H, W)
-    dW2 = torch.bmm(dz, h.transpose(1, 2)).sum(0)
-    db2 = dz.sum((0, 2))
-    return dU, (dy if add else None), dh, dW2, db2
