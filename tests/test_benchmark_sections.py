@@ -103,9 +103,20 @@ def test_profiler_events_are_sorted_by_the_kind_of_work():
     assert breakdown.kind_of("## Call CompiledFxGraph abc ##") == "compiled pass (inductor)"
 
 
+def test_ops_inside_the_optimizers_step_count_as_the_optimizers():
+    """An event counts as the optimizer's when it, or any event around it, is the optimizer's step."""
+    from types import SimpleNamespace as Event
+
+    step = Event(name="Optimizer.step#SGD.step", cpu_parent=None)
+    inner = Event(name="aten::add_", cpu_parent=Event(name="aten::_foreach_add_", cpu_parent=step))
+    outside = Event(name="aten::add_", cpu_parent=Event(name="autograd::engine::evaluate_function", cpu_parent=None))
+    assert breakdown._under_optimizer(step) and breakdown._under_optimizer(inner)
+    assert not breakdown._under_optimizer(outside)
+
+
 def test_time_split_counts_the_optimizer_apart_and_adds_up():
-    """A step of one convolution and SGD: convolution time in its row, the update's element-wise ops in the
-    optimizer's (not in the element-wise row), every kind present, and the extra over itself zero."""
+    """A step of one convolution and SGD: convolution time in its row, the optimizer's in its own, every
+    kind present, and the extra over itself zero."""
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 8, 3)
     opt = torch.optim.SGD(conv.parameters(), lr=0.1, momentum=0.9, foreach=False)
