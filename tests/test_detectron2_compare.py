@@ -19,7 +19,8 @@ import pytest
 from detectron2_ext.compare import BACKBONES, DETECTORS, budget_of_config, config_path
 from detectron2_ext.compare import __main__ as cli
 from detectron2_ext.compare.child import WALL_TIME, AttemptClock, measured
-from detectron2_ext.compare.report import PAGE_END, contrasts, paper_ap, render_markdown, statistics, update_results_page
+from detectron2_ext.compare.report import (PAGE_END, contrasts, paper_ap, render_markdown, statistics, summary_table,
+                                          update_readme, update_results_page)
 from detectron2_ext.config import attention_choices
 from torch_impl.zoo.paper import TABLE8, TABLE9
 
@@ -184,6 +185,34 @@ def test_report_pairs_3d_aff_with_se_too():
     se_cell = f"+1.7 [{aff['difference_se'].low:+.1f}, {aff['difference_se'].high:+.1f}] |"
     assert se_cell in text and "†" not in se_cell  # 3 seeds: 2 degrees of freedom, no mark
     assert "| Mask R-CNN | SE-ResNet-50 | 3 |" in text and "| baseline | 39.5," in text
+
+
+def test_contrasts_are_given_for_ap_as_well_as_ap50():
+    # AP50 equal to the second decimal, AP (IoU 0.5-0.95) 2-4 points apart: only the AP contrast is "higher"
+    data = {"budget_id": "x", "records": [_record(b, s, 99.0 + 0.1 * (s % 2)) for b in ("R_50", "AFF3D_R_50") for s in range(3)]}
+    for r, extra in zip(data["records"][3:], (2.0, 3.0, 4.0)):
+        r["box"]["AP"] += extra
+    (ap50,) = contrasts(data, "box", "AP50")
+    (ap,) = contrasts(data, "box", "AP")
+    assert ap50["verdict"] == "equivalent within ±1" and ap50["difference"].mean == pytest.approx(0.0)
+    assert ap["verdict"] == "higher" and ap["difference"].mean == pytest.approx(3.0)
+    text = render_markdown(data)
+    assert "## What the intervals support (AP50 and AP, paired by seed)" in text
+    box_ap = text[text.index("Box AP:"):text.index("Mask AP50:")]
+    assert "| Mask R-CNN | 3D-AFF-ResNet-50 − ResNet-50 | 3 | +3.0 [+0.5, +5.5] | higher |" in box_ap
+    assert "Mask AP:" in text and text.index("Mask AP50:") < text.index("Mask AP:") < text.index("## Runs")
+
+
+def test_readmes_summary_puts_faster_rcnn_first_and_pairs_box_ap():
+    records = [_record(b, s, 90.0) for b in ("R_50", "AFF3D_R_50") for s in range(2)]
+    faster = json.loads(json.dumps(records[0]))
+    faster.update(detector="Faster R-CNN", detector_key="faster_rcnn", run_key="faster_rcnn_R_50.seed0")
+    del faster["mask"]
+    records[2]["box"]["AP"], records[3]["box"]["AP"] = 31.0, 33.0  # 3D-AFF - ResNet-50 box AP: +1, +3
+    lines = summary_table({"budget_id": "x", "records": [*records, faster]}).splitlines()
+    assert lines[2] == "| Faster R-CNN | ResNet-50 | 1 | 30.0 | 90.0 | – | – | baseline | – |"
+    assert lines[3] == "| Mask R-CNN | ResNet-50 | 2 | 30.0 | 90.0 | 32.0 | 91.0 | baseline | – |"
+    assert lines[4] == "| Mask R-CNN | 3D-AFF-ResNet-50 | 2 | 32.0 | 90.0 | 32.0 | 91.0 | +2.0 [-10.7, +14.7]† | – |"
 
 
 def test_schedule_scale_scales_iterations_steps_evaluations_and_keeps_the_warmup():
@@ -446,3 +475,11 @@ def test_the_results_page_shows_the_committed_detection_tables(tmp_path):
     copy.write_text(page.replace(PAGE_END, ""))
     with pytest.raises(ValueError, match="markers"):
         update_results_page(data, copy)
+
+
+def test_readme_shows_the_committed_detection_summary(tmp_path):
+    data = json.loads((_committed() / "results.json").read_text())
+    copy = tmp_path / "README.md"
+    copy.write_text((REPO / "README.md").read_text())
+    assert not update_readme(data, copy), "README.md: rerun python -m detectron2_ext.compare --report-only"
+    assert summary_table(data) in copy.read_text()

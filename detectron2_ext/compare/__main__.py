@@ -32,7 +32,8 @@ from torch_impl.experiments.store import ResultsMismatch, budget_id, load_result
 from torch_impl.folder_lock import FolderBusy, lock_folder
 
 from .configs import BACKBONES, COMPARISON, DETECTORS, SEEDS, budget_of_config, config_path, default_out, schedule_opts
-from .report import PREDICTIONS_FILE, RESULTS_PAGE, predictions_of, render_markdown, update_results_page
+from .report import (PREDICTIONS_FILE, RESULTS_PAGE, predictions_of, render_markdown, update_readme,
+                     update_results_page)
 
 GRID = "detection"
 MERGE_WAIT_S = 60.0  # another runner holds the results folder only while it merges one run
@@ -194,11 +195,13 @@ def _main(args) -> int:
 
 
 def write_reports(data: dict[str, Any], out: Path) -> None:
-    """``<out>/results.md``; for the committed comparison at the full schedule, the results page's tables too."""
+    """``<out>/results.md``; for the committed comparison at the full schedule, the results page's tables and
+    README's summary too."""
     (out / "results.md").write_text(render_markdown(data))
     committed = RESULTS_PAGE.parents[1] / default_out(next(iter(DETECTORS)))
     if out.resolve() == committed.resolve():
         update_results_page(data)
+        update_readme(data)
 
 
 def on_done(data: dict[str, Any], run: DetectionRun, measured: dict[str, Any], bid: str, out: Path) -> None:
