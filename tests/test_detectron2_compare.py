@@ -189,7 +189,8 @@ def test_report_pairs_3d_aff_with_se_too():
 
 def test_contrasts_are_given_for_ap_as_well_as_ap50():
     # AP50 equal to the second decimal, AP (IoU 0.5-0.95) 2-4 points apart: only the AP contrast is "higher"
-    data = {"budget_id": "x", "records": [_record(b, s, 99.0 + 0.1 * (s % 2)) for b in ("R_50", "AFF3D_R_50") for s in range(3)]}
+    records = [_record(b, s, 99.0 + 0.1 * (s % 2)) for b in ("R_50", "AFF3D_R_50") for s in range(3)]
+    data = {"budget_id": "x", "records": records}
     for r, extra in zip(data["records"][3:], (2.0, 3.0, 4.0)):
         r["box"]["AP"] += extra
     (ap50,) = contrasts(data, "box", "AP50")
@@ -212,7 +213,8 @@ def test_readmes_summary_puts_faster_rcnn_first_and_pairs_box_ap():
     lines = summary_table({"budget_id": "x", "records": [*records, faster]}).splitlines()
     assert lines[2] == "| Faster R-CNN | ResNet-50 | 1 | 30.0 | 90.0 | – | – | baseline | – |"
     assert lines[3] == "| Mask R-CNN | ResNet-50 | 2 | 30.0 | 90.0 | 32.0 | 91.0 | baseline | – |"
-    assert lines[4] == "| Mask R-CNN | 3D-AFF-ResNet-50 | 2 | 32.0 | 90.0 | 32.0 | 91.0 | +2.0 [-10.7, +14.7]† | – |"
+    aff = "| Mask R-CNN | 3D-AFF-ResNet-50 | 2 | 32.0 | 90.0 | 32.0 | 91.0 | +2.0 [-10.7, +14.7]† | – |"
+    assert lines[4] == aff
 
 
 def test_schedule_scale_scales_iterations_steps_evaluations_and_keeps_the_warmup():
