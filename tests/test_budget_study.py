@@ -70,6 +70,20 @@ def test_a_record_in_the_wrong_budget_folder_is_refused(tmp_path):
         budget.load_budgets(tmp_path)
 
 
+def test_a_study_that_mixes_gpu_and_cpu_records_is_refused(tmp_path):
+    write_budget(tmp_path, 24, {"resnet": [5.0, 6.0]})
+    write_budget(tmp_path, 48, {"resnet": [4.0, 5.0]})
+    path = tmp_path / "e48" / "table1" / "results.json"
+    data = json.loads(path.read_text())
+    data["records"][1]["machine"] = {"cpu": "another CPU", "gpu": "NVIDIA H200"}
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="records from CPU and NVIDIA H200"):
+        budget.load_budgets(tmp_path)
+    data["records"][1]["machine"] = {"cpu": "another CPU"}  # two CPU models: one kind of device
+    path.write_text(json.dumps(data))
+    assert budget.machine_of(budget.load_budgets(tmp_path)) == "trained on another CPU and test CPU"
+
+
 def test_the_command_says_error_when_there_is_no_study(tmp_path, capsys):
     assert budget.main(["--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: no budget results in")

@@ -9,7 +9,8 @@ budget: the slope of the last epochs says nothing about convergence. Only a long
 **converged budget** is the shortest budget E whose halving, E/2, moves no row's seed-mean final error
 by more than ``CONVERGED_CHANGE`` points (both budgets measured, not assumed). The same seed trains the
 same images in the same order at every budget, so the change is paired seed by seed, and so are the
-contrasts between rows at one budget.
+contrasts between rows at one budget. A study's records come from one kind of device (one GPU model, or
+CPUs): each has its own folder, ``budget/`` for the H200 runs, ``budget_cpu/`` for the CPU runs.
 """
 
 from __future__ import annotations
@@ -44,7 +45,17 @@ def load_budgets(folder: Path) -> dict[int, dict[str, dict[int, dict[str, Any]]]
                 raise ValueError(f"{path}: a record of {r['epochs']} epochs in the folder of {match.group(1)}")
             rows.setdefault(r["row_key"], {})[int(r["seed"])] = r
         out[int(match.group(1))] = rows
+    kinds = {device_kind(r) for rows in out.values() for runs in rows.values() for r in runs.values()}
+    if len(kinds) > 1:  # a budget's change is paired seed by seed: both runs of a pair must share the kernels
+        raise ValueError(f"{folder}: records from {' and '.join(sorted(kinds))}; a study compares budgets on one "
+                         "kind of device: give each its own folder (--out)")
     return dict(sorted(out.items()))
+
+
+def device_kind(record: dict[str, Any]) -> str:
+    """'NVIDIA H200' for a GPU run, 'CPU' for any CPU run: CPU runs of one torch build differ only in rounding
+    from one x86-64 model to another, a GPU run differs more (TF32, other kernels; cpu_twin in the README)."""
+    return record["machine"].get("gpu") or "CPU"
 
 
 def _errors(runs: dict[int, dict[str, Any]]) -> dict[int, float]:
