@@ -10,7 +10,7 @@ budget: the slope of the last epochs says nothing about convergence. Only a long
 by more than ``CONVERGED_CHANGE`` points (both budgets measured, not assumed). The same seed trains the
 same images in the same order at every budget, so the change is paired seed by seed, and so are the
 contrasts between rows at one budget. A study's records come from one kind of device (one GPU model, or
-CPUs): each has its own folder, ``budget/`` for the H200 runs, ``budget_cpu/`` for the CPU runs.
+CPUs): each has its own folder, ``budget/`` for the H200 runs, ``budget_cpu/`` for the CPU runs (under way).
 """
 
 from __future__ import annotations
