@@ -60,6 +60,15 @@ def test_a_row_missing_at_the_half_budget_leaves_the_budget_unconverged(tmp_path
     assert analysis["budgets"]["48"]["halving"]["converged"] is False and analysis["converged_budget"] is None
 
 
+def test_a_study_with_no_halving_measured_says_so_rather_than_not_converged(tmp_path):
+    write_budget(tmp_path, 48, {"resnet": [5.0, 6.0], "se": [5.0, 6.0], "aff3d": [4.0, 5.0]})
+    text = budget.render_markdown(budget.analyse(budget.load_budgets(tmp_path)), "test CPU")
+    assert "**not measured yet**" in text and "none of the measured budgets" not in text
+    write_budget(tmp_path, 96, {"resnet": [3.0, 4.0], "se": [3.0, 4.0], "aff3d": [2.0, 3.0]})  # 2 points lower
+    text = budget.render_markdown(budget.analyse(budget.load_budgets(tmp_path)), "test CPU")
+    assert "**none of the measured budgets**" in text and "not measured yet" not in text
+
+
 def test_a_record_in_the_wrong_budget_folder_is_refused(tmp_path):
     write_budget(tmp_path, 24, {"resnet": [5.0]})
     path = tmp_path / "e24" / "table1" / "results.json"

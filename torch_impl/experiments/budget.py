@@ -142,9 +142,14 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
             cells = [_interval(h["change"].get(k)) for k, _ in ROWS]
             lines.append(f"| {e} | {h['from_epochs']} | " + " | ".join(cells) + f" | {'yes' if h['converged'] else 'no'} |")
     conv = analysis["converged_budget"]
-    lines += ["", "Converged budget: " + (f"**{conv} epochs**." if conv else
-              "**none of the measured budgets** (the longest still moved a row by more than "
-              f"{analysis['converged_change']} points when halved)."), ""]
+    if conv:
+        verdict_line = f"**{conv} epochs**."
+    elif not any(b["halving"] for b in analysis["budgets"].values()):
+        verdict_line = "**not measured yet** (no budget has its half measured in this study)."
+    else:
+        verdict_line = ("**none of the measured budgets** (the longest still moved a row by more than "
+                        f"{analysis['converged_change']} points when halved).")
+    lines += ["", "Converged budget: " + verdict_line, ""]
     lines += [
         f"**Contrasts at each budget** (points, row minus row, paired; verdict: the interval excludes 0, or lies "
         f"inside ±{analysis['margin']} (equivalent), else inconclusive).",
