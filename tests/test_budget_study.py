@@ -98,15 +98,25 @@ def test_the_command_says_error_when_there_is_no_study(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: no budget results in")
 
 
-def test_the_committed_study_is_what_its_records_give():
+def test_the_seeds_a_half_point_interval_needs_come_from_the_spread_of_the_paired_differences(tmp_path):
+    write_budget(tmp_path, 24, {"resnet": [5.0, 6.0, 7.0, 8.0], "se": [5.0, 6.5, 6.0, 8.5], "aff3d": [4.0, 5.0]})
+    contrasts = budget.analyse(budget.load_budgets(tmp_path))["budgets"]["24"]["contrasts"]
+    spread = summarize([0.0, 0.5, -1.0, 0.5]).std  # SE minus plain, seed by seed
+    assert contrasts["se-resnet"]["seeds_for_margin"] == seeds_for_half_width(spread, 0.5) > 4
+    assert contrasts["aff3d-resnet"]["seeds_for_margin"] == 2  # the same difference twice: no spread
+
+
+@pytest.mark.parametrize("folder", [COMMITTED, COMMITTED.parent / "budget_cpu"], ids=["gpu", "cpu"])
+def test_the_committed_study_is_what_its_records_give(folder):
     """results.json and results.md under docs/ are the analysis of the committed records, rewritten."""
-    committed = json.loads((COMMITTED / "results.json").read_text())
-    budgets = budget.load_budgets(COMMITTED)
+    committed = json.loads((folder / "results.json").read_text())
+    budgets = budget.load_budgets(folder)
     again = budget.analyse(budgets)
     again["machine"] = budget.machine_of(budgets)
     assert json.loads(json.dumps(again)) == committed
-    assert budget.render_markdown(again, again["machine"]) == (COMMITTED / "results.md").read_text()
-    for rows in budgets.values():  # every cell has at least 4 paired seeds of each row
+    assert budget.render_markdown(again, again["machine"]) == (folder / "results.md").read_text()
+    full = {e: rows for e, rows in budgets.items() if e in ((12, 24, 48) if folder == COMMITTED else (48,))}
+    for rows in full.values():  # the finished cells have at least 4 paired seeds of each row
         assert {k: len(v) >= 4 for k, v in rows.items()} == {"resnet": True, "se": True, "aff3d": True}
 
 

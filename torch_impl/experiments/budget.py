@@ -10,7 +10,7 @@ budget: the slope of the last epochs says nothing about convergence. Only a long
 by more than ``CONVERGED_CHANGE`` points (both budgets measured, not assumed). The same seed trains the
 same images in the same order at every budget, so the change is paired seed by seed, and so are the
 contrasts between rows at one budget. A study's records come from one kind of device (one GPU model, or
-CPUs): each has its own folder, ``budget/`` for the H200 runs, ``budget_cpu/`` for the CPU runs (under way).
+CPUs): each has its own folder, ``budget/`` for the H200 runs, ``budget_cpu/`` for the CPU runs.
 """
 
 from __future__ import annotations
@@ -23,7 +23,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .stats import EQUIVALENCE_MARGIN, Summary, paired_difference, paired_p_value, summarize, verdict
+from .stats import (
+    EQUIVALENCE_MARGIN,
+    Summary,
+    paired_difference,
+    paired_p_value,
+    seeds_for_half_width,
+    summarize,
+    verdict,
+)
 
 ROWS = (("resnet", "plain"), ("se", "SE"), ("aff3d", "3D-AFF"))
 CONTRASTS = (("aff3d", "resnet"), ("aff3d", "se"), ("se", "resnet"))  # (row, minus row)
@@ -80,7 +88,10 @@ def analyse(budgets: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> dict[st
         for a, b in CONTRASTS:
             if a in rows and b in rows:
                 d = paired_difference(_errors(rows[a]), _errors(rows[b]))
-                entry["contrasts"][f"{a}-{b}"] = {**(_summary_dict(d) or {}), "verdict": verdict(d)}
+                # the seeds a ±margin interval would need at this spread: the plan for the powered grids
+                need = seeds_for_half_width(d.std, EQUIVALENCE_MARGIN) if d is not None and d.n >= 2 else None
+                entry["contrasts"][f"{a}-{b}"] = {**(_summary_dict(d) or {}), "verdict": verdict(d),
+                                                  "seeds_for_margin": need}
         half = budgets.get(epochs // 2) if epochs % 2 == 0 else None
         if half is not None:
             changes = {}
@@ -163,6 +174,18 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
             d = b["contrasts"].get(f"{a}-{c}")
             cells.append("" if not d or "n" not in d else f"{_interval(d)} {d['verdict']}".strip())
         lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"**Seeds a ±{analysis['margin']}-point interval needs** at the spread of each contrast's paired differences "
+        "(a rough estimate: the spread itself comes from that budget's few seeds).",
+        "",
+        "| epochs | " + " | ".join(f"{names[a]} − {names[b]}" for a, b in CONTRASTS) + " |",
+        "|---:|" + "---:|" * len(CONTRASTS),
+    ]
+    for e, b in analysis["budgets"].items():
+        need = [(b["contrasts"].get(f"{a}-{c}") or {}).get("seeds_for_margin") for a, c in CONTRASTS]
+        if any(n is not None for n in need):
+            lines.append(f"| {e} | " + " | ".join("" if n is None else str(n) for n in need) + " |")
     lines += ["", "![error against budget](budget.png)", ""]
     return "\n".join(lines)
 
