@@ -106,13 +106,30 @@ def test_the_seeds_a_half_point_interval_needs_come_from_the_spread_of_the_paire
     assert contrasts["aff3d-resnet"]["seeds_for_margin"] == 2  # the same difference twice: no spread
 
 
+def test_two_studies_are_twins_only_where_every_row_agrees_within_the_margin(tmp_path):
+    here, there = tmp_path / "cpu", tmp_path / "gpu"
+    write_budget(here, 24, {"resnet": [5.1, 6.0, 7.1, 8.0], "se": [5.0, 6.1, 7.0, 8.1], "aff3d": [4.0, 5.1, 6.0, 7.1]})
+    write_budget(here, 48, {"resnet": [4.0, 5.0, 6.0, 7.0], "se": [4.0, 5.0, 6.0, 7.0], "aff3d": [3.0, 4.0, 5.0, 6.0]})
+    write_budget(there, 24, {"resnet": [5.0, 6.0, 7.0, 8.0], "se": [5.0, 6.0, 7.0, 8.0], "aff3d": [4.0, 5.0, 6.0, 7.0]})
+    write_budget(there, 48, {"resnet": [3.0, 4.0, 4.0, 6.0], "se": [4.0, 5.0, 6.0, 7.0], "aff3d": [3.0, 4.0, 5.0, 6.0]})
+    write_budget(there, 96, {"resnet": [3.0, 4.0, 5.0, 6.0], "se": [3.0, 4.0, 5.0, 6.0], "aff3d": [2.0, 3.0, 4.0, 5.0]})
+    analysis = budget.write_report(here, twin_of=there)
+    t = analysis["twin"]["budgets"]
+    assert sorted(t) == ["24", "48"]  # the budgets both measured
+    assert t["24"]["agree"] is True and t["24"]["rows"]["resnet"]["mean"] == pytest.approx(0.05)
+    assert t["48"]["agree"] is False  # plain differs by +1, +1, +2, +1 points: the interval leaves ±0.5
+    assert t["48"]["rows"]["resnet"]["verdict"] == "higher error" and t["48"]["rows"]["se"]["n"] == 4
+    assert "| 48 | +1.25 [" in (here / "results.md").read_text() and "| not shown |" in (here / "results.md").read_text()
+    assert budget.main(["--out", str(here), "--twin-of", str(tmp_path / "none")]) == 2
+
+
 @pytest.mark.parametrize("folder", [COMMITTED, COMMITTED.parent / "budget_cpu"], ids=["gpu", "cpu"])
 def test_the_committed_study_is_what_its_records_give(folder):
     """results.json and results.md under docs/ are the analysis of the committed records, rewritten."""
     committed = json.loads((folder / "results.json").read_text())
     budgets = budget.load_budgets(folder)
-    again = budget.analyse(budgets)
-    again["machine"] = budget.machine_of(budgets)
+    twin_of = committed.get("twin", {}).get("of")
+    again = budget.study(folder, None if twin_of is None else ROOT / twin_of)
     assert json.loads(json.dumps(again)) == committed
     assert budget.render_markdown(again, again["machine"]) == (folder / "results.md").read_text()
     full = {e: rows for e, rows in budgets.items() if e in ((12, 24, 48) if folder == COMMITTED else (48,))}

@@ -3,6 +3,8 @@
     python -m torch_impl.experiments table1 --recipe experiments_shapes_v2 --rows resnet,se,aff3d --seeds 4 \\
         --set epochs=24 --out docs/results/experiments/budget/e24            # one runner per budget
     python -m torch_impl.experiments.budget                                    # -> budget/results.md, .json, .png
+    python -m torch_impl.experiments.budget --out docs/results/experiments/budget_cpu \
+        --twin-of docs/results/experiments/budget                              # the CPU study beside the GPU one
 
 A cosine schedule decays the learning rate to zero, so every curve is flat at its end whatever the
 budget: the slope of the last epochs says nothing about convergence. Only a longer run can. The
@@ -36,6 +38,7 @@ from .stats import (
 ROWS = (("resnet", "plain"), ("se", "SE"), ("aff3d", "3D-AFF"))
 CONTRASTS = (("aff3d", "resnet"), ("aff3d", "se"), ("se", "resnet"))  # (row, minus row)
 CONVERGED_CHANGE = 0.5  # points of seed-mean error between a budget and its half
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = Path("docs/results/experiments/budget")
 
 
@@ -108,6 +111,24 @@ def analyse(budgets: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> dict[st
         out["budgets"][str(epochs)] = entry
     converged = [int(e) for e, b in out["budgets"].items() if b["halving"] and b["halving"]["converged"]]
     out["converged_budget"] = min(converged) if converged else None
+    return out
+
+
+def twin(study: dict[int, dict[str, dict[int, dict[str, Any]]]],
+         reference: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> dict[str, Any]:
+    """Per budget both studies measured: each row's error in ``study`` minus ``reference``, paired by seed (the
+    same seed draws the same images on any device). The two agree at a budget when every row's interval lies
+    inside ±margin; only then may their records be pooled."""
+    out: dict[str, Any] = {}
+    for epochs in sorted(set(study) & set(reference)):
+        rows = {}
+        for key, _ in ROWS:
+            if key in study[epochs] and key in reference[epochs]:
+                d = paired_difference(_errors(study[epochs][key]), _errors(reference[epochs][key]))
+                if d is not None:
+                    rows[key] = {**(_summary_dict(d) or {}), "verdict": verdict(d)}
+        agree = len(rows) == len(ROWS) and all(r["verdict"].startswith("equivalent") for r in rows.values())
+        out[str(epochs)] = {"rows": rows, "agree": agree}
     return out
 
 
@@ -186,6 +207,21 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
         need = [(b["contrasts"].get(f"{a}-{c}") or {}).get("seeds_for_margin") for a, c in CONTRASTS]
         if any(n is not None for n in need):
             lines.append(f"| {e} | " + " | ".join("" if n is None else str(n) for n in need) + " |")
+    if analysis.get("twin"):
+        tw = analysis["twin"]
+        lines += [
+            "",
+            f"**Twin of `{tw['of']}`** ({tw['machine']}): each row's error here minus there, paired by seed, at the "
+            f"budgets both measured. The two studies may be pooled only where every row agrees within "
+            f"±{analysis['margin']} point.",
+            "",
+            "| epochs | " + " | ".join(n for _, n in ROWS) + " | agree |",
+            "|---:|" + "---|" * len(ROWS) + "---|",
+        ]
+        for e, t in tw["budgets"].items():
+            cells = [f"{_interval(t['rows'][k])} {t['rows'][k]['verdict']}".strip() if k in t["rows"] else ""
+                     for k, _ in ROWS]  # fmt: skip
+            lines.append(f"| {e} | " + " | ".join(cells) + f" | {'yes' if t['agree'] else 'not shown'} |")
     lines += ["", "![error against budget](budget.png)", ""]
     return "\n".join(lines)
 
@@ -243,12 +279,26 @@ def machine_of(budgets: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> str:
     return "trained on " + " and ".join(names) if names else "no runs"
 
 
-def write_report(folder: Path) -> dict[str, Any]:
+def study(folder: Path, twin_of: Path | None = None) -> dict[str, Any]:
+    """The analysis of the study in ``folder``, with its twin ``twin_of`` (a study of the same recipe and seeds
+    on another kind of device) where one is named."""
     budgets = load_budgets(folder)
     if not budgets:
         raise ValueError(f"no budget results in {folder}: expected e<EPOCHS>/table1/results.json")
     analysis = analyse(budgets)
     analysis["machine"] = machine_of(budgets)
+    if twin_of is not None:
+        reference = load_budgets(twin_of)
+        if not reference:
+            raise ValueError(f"no budget results in {twin_of} (--twin-of): expected e<EPOCHS>/table1/results.json")
+        where = twin_of.resolve()  # named from the repository root in the report, so that it reads the same anywhere
+        label = where.relative_to(ROOT).as_posix() if where.is_relative_to(ROOT) else str(where)
+        analysis["twin"] = {"of": label, "machine": machine_of(reference), "budgets": twin(budgets, reference)}
+    return analysis
+
+
+def write_report(folder: Path, twin_of: Path | None = None) -> dict[str, Any]:
+    analysis = study(folder, twin_of)
     (folder / "results.json").write_text(json.dumps(analysis, indent=1) + "\n")
     (folder / "results.md").write_text(render_markdown(analysis, analysis["machine"]))
     plot(analysis, folder / "budget.png")
@@ -259,9 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m torch_impl.experiments.budget", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--out", default=str(DEFAULT_DIR), help=f"the study's folder (default {DEFAULT_DIR})")
+    p.add_argument("--twin-of", default=None, metavar="FOLDER",
+                   help="another study of the same recipe and seeds on another kind of device (e.g. "
+                        "docs/results/experiments/budget): compare the two, row by row and seed by seed")
     args = p.parse_args(argv)
     try:
-        analysis = write_report(Path(args.out))
+        analysis = write_report(Path(args.out), None if args.twin_of is None else Path(args.twin_of))
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
