@@ -140,18 +140,22 @@ def _interval(d: dict[str, float] | None, digits: int = 2) -> str:
     return f"{d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}]"
 
 
+def _section(text: str, columns: list[str], right: list[bool]) -> list[str]:
+    """A paragraph, then the head of a table whose first column is the budget (epochs)."""
+    return ["", text, "", "| epochs | " + " | ".join(columns) + " |",
+            "|---:|" + "".join("---:|" if r else "---|" for r in right)]  # fmt: skip
+
+
 def render_markdown(analysis: dict[str, Any], machine: str) -> str:
     names = dict(ROWS)
-    lines = [
-        "# Budget study: plain, SE and 3D-AFF ResNet-20 on the built-in shapes at budgets that double",
-        "",
+    contrasts = [f"{names[a]} − {names[b]}" for a, b in CONTRASTS]
+    margin = analysis["margin"]
+    lines = ["# Budget study: plain, SE and 3D-AFF ResNet-20 on the built-in shapes at budgets that double"]
+    lines += _section(
         f"Recipe `experiments_shapes_v2`; {machine}. Final validation top-1 error (%) after the last epoch, mean "
         "[95 % t-interval] over seeds. Each seed draws its own images; within a seed every row and every budget "
         "trains the same images in the same order, so differences are paired seed by seed.",
-        "",
-        "| epochs | " + " | ".join(f"{n}: seeds, error" for _, n in ROWS) + " | s / run (plain, SE, 3D-AFF) |",
-        "|---:|" + "---:|" * len(ROWS) + "---:|",
-    ]
+        [f"{n}: seeds, error" for _, n in ROWS] + ["s / run (plain, SE, 3D-AFF)"], [True] * (len(ROWS) + 1))
     for e, b in analysis["budgets"].items():
         cells = []
         for key, _ in ROWS:
@@ -160,14 +164,10 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
                 "" if math.isnan(r["ci_low"]) else f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"))
         times = ", ".join(f"{b['rows'][k]['wall_time_s']:.0f}" if k in b["rows"] else "-" for k, _ in ROWS)
         lines.append(f"| {e} | " + " | ".join(cells) + f" | {times} |")
-    lines += [
-        "",
+    lines += _section(
         f"**Halving the budget.** Change of each row's error from E/2 to E epochs (paired by seed). A budget counts "
         f"as converged when no row's mean changes by more than {analysis['converged_change']} points.",
-        "",
-        "| epochs | from | " + " | ".join(n for _, n in ROWS) + " | converged |",
-        "|---:|---:|" + "---:|" * len(ROWS) + "---|",
-    ]
+        ["from"] + [n for _, n in ROWS] + ["converged"], [True] * (len(ROWS) + 1) + [False])
     for e, b in analysis["budgets"].items():
         h = b["halving"]
         if h:
@@ -181,43 +181,29 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
     else:
         verdict_line = ("**none of the measured budgets** (the longest still moved a row by more than "
                         f"{analysis['converged_change']} points when halved).")
-    lines += ["", "Converged budget: " + verdict_line, ""]
-    lines += [
-        f"**Contrasts at each budget** (points, row minus row, paired; verdict: the interval excludes 0, or lies "
-        f"inside ±{analysis['margin']} (equivalent), else inconclusive).",
-        "",
-        "| epochs | " + " | ".join(f"{names[a]} − {names[b]}" for a, b in CONTRASTS) + " |",
-        "|---:|" + "---|" * len(CONTRASTS) + "",
-    ]
+    lines += ["", "Converged budget: " + verdict_line]
+    lines += _section(
+        "**Contrasts at each budget** (points, row minus row, paired; verdict: the interval excludes 0, or lies "
+        f"inside ±{margin} (equivalent), else inconclusive).", contrasts, [False] * len(CONTRASTS))
     for e, b in analysis["budgets"].items():
         cells = []
         for a, c in CONTRASTS:
             d = b["contrasts"].get(f"{a}-{c}")
             cells.append("" if not d or "n" not in d else f"{_interval(d)} {d['verdict']}".strip())
         lines.append(f"| {e} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"**Seeds a ±{analysis['margin']}-point interval needs** at the spread of each contrast's paired differences "
-        "(a rough estimate: the spread itself comes from that budget's few seeds).",
-        "",
-        "| epochs | " + " | ".join(f"{names[a]} − {names[b]}" for a, b in CONTRASTS) + " |",
-        "|---:|" + "---:|" * len(CONTRASTS),
-    ]
+    lines += _section(
+        f"**Seeds a ±{margin}-point interval needs** at the spread of each contrast's paired differences "
+        "(a rough estimate: the spread itself comes from that budget's few seeds).", contrasts, [True] * len(CONTRASTS))
     for e, b in analysis["budgets"].items():
         need = [(b["contrasts"].get(f"{a}-{c}") or {}).get("seeds_for_margin") for a, c in CONTRASTS]
         if any(n is not None for n in need):
             lines.append(f"| {e} | " + " | ".join("" if n is None else str(n) for n in need) + " |")
     if analysis.get("twin"):
         tw = analysis["twin"]
-        lines += [
-            "",
+        lines += _section(
             f"**Twin of `{tw['of']}`** ({tw['machine']}): each row's error here minus there, paired by seed, at the "
-            f"budgets both measured. The two studies may be pooled only where every row agrees within "
-            f"±{analysis['margin']} point.",
-            "",
-            "| epochs | " + " | ".join(n for _, n in ROWS) + " | agree |",
-            "|---:|" + "---|" * len(ROWS) + "---|",
-        ]
+            f"budgets both measured. The two studies may be pooled only where every row agrees within ±{margin} point.",
+            [n for _, n in ROWS] + ["agree"], [False] * (len(ROWS) + 1))
         for e, t in tw["budgets"].items():
             cells = [f"{_interval(t['rows'][k])} {t['rows'][k]['verdict']}".strip() if k in t["rows"] else ""
                      for k, _ in ROWS]  # fmt: skip
