@@ -210,12 +210,40 @@ def detection_table(data: dict, task: str = "box") -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["detector", "backbone"]).round(1)
 
 
-def budget_study(results_dir: str | Path = RESULTS) -> dict:
-    """The budget study's analysis (``python -m torch_impl.experiments.budget`` writes it)."""
-    path = Path(results_dir) / "budget" / "results.json"
+def budget_study(results_dir: str | Path = RESULTS, folder: str = "budget") -> dict:
+    """A budget study's analysis (``python -m torch_impl.experiments.budget --out <results_dir>/<folder>``
+    writes it): ``budget`` the H200 study, ``budget_cpu`` the CPU one."""
+    path = Path(results_dir) / folder / "results.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `python -m torch_impl.experiments.budget` first")
     return json.loads(path.read_text())
+
+
+def budget_lines(study: dict) -> list[str]:
+    """What a budget study found, in words: the converged budget, each halving, the contrasts at each budget,
+    and, for a study with a twin on another device, whether the two agree."""
+
+    def ci(d: dict) -> str:
+        return f"{d['mean']:+.2f}" + ("" if d["n"] < 2 else f" [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]") + f" (n={d['n']})"
+
+    conv = study["converged_budget"]
+    measured = any(b["halving"] for b in study["budgets"].values())
+    lines = [f"{study['machine']}; converged budget: "
+             + (f"{conv} epochs" if conv else "none of the measured budgets" if measured else "not measured yet")]
+    for epochs, b in study["budgets"].items():
+        h = b["halving"]
+        if h:
+            lines.append(f"  {h['from_epochs']} -> {epochs} epochs: every row's change "
+                         + ", ".join(f"{k} {c['mean']:+.2f}" for k, c in h["change"].items())
+                         + f" points: {'converged' if h['converged'] else 'not converged'}")
+    for epochs, b in study["budgets"].items():
+        lines.append(f"  at {epochs} epochs: " + "; ".join(f"{c} {ci(d)} {d.get('verdict', '')}".rstrip()
+                                                          for c, d in b["contrasts"].items() if "n" in d))
+    for epochs, t in (study.get("twin") or {}).get("budgets", {}).items():
+        lines.append(f"  twin at {epochs} epochs, this study minus {study['twin']['machine'].removeprefix('trained on ')}: "
+                     + "; ".join(f"{k} {ci(d)} {d['verdict']}" for k, d in t["rows"].items())
+                     + (" -> they agree" if t["agree"] else " -> agreement not shown: not pooled"))
+    return lines
 
 
 def budget_table(study: dict) -> pd.DataFrame:

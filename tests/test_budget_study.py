@@ -69,6 +69,14 @@ def test_a_study_with_no_halving_measured_says_so_rather_than_not_converged(tmp_
     assert "**none of the measured budgets**" in text and "not measured yet" not in text
 
 
+def test_a_budget_whose_runner_has_finished_no_run_yet_is_not_in_the_study(tmp_path):
+    write_budget(tmp_path, 24, {"resnet": [5.0, 6.0], "se": [5.0, 6.0], "aff3d": [4.0, 5.0]})
+    write_budget(tmp_path, 48, {})  # the runner's results file, before its first record
+    analysis = budget.analyse(budget.load_budgets(tmp_path))
+    assert list(analysis["budgets"]) == ["24"] and analysis["converged_budget"] is None
+    assert "**not measured yet**" in budget.render_markdown(analysis, "test CPU")
+
+
 def test_a_record_in_the_wrong_budget_folder_is_refused(tmp_path):
     write_budget(tmp_path, 24, {"resnet": [5.0]})
     path = tmp_path / "e24" / "table1" / "results.json"
@@ -132,7 +140,7 @@ def test_the_committed_study_is_what_its_records_give(folder):
     again = budget.study(folder, None if twin_of is None else ROOT / twin_of)
     assert json.loads(json.dumps(again)) == committed
     assert budget.render_markdown(again, again["machine"]) == (folder / "results.md").read_text()
-    full = {e: rows for e, rows in budgets.items() if e in ((12, 24, 48) if folder == COMMITTED else (48,))}
+    full = {e: rows for e, rows in budgets.items() if e in ((12, 24, 48) if folder == COMMITTED else (48, 96))}
     for rows in full.values():  # the finished cells have at least 4 paired seeds of each row
         assert {k: len(v) >= 4 for k, v in rows.items()} == {"resnet": True, "se": True, "aff3d": True}
 

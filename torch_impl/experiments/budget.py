@@ -55,7 +55,8 @@ def load_budgets(folder: Path) -> dict[int, dict[str, dict[int, dict[str, Any]]]
             if int(r["epochs"]) != int(match.group(1)):
                 raise ValueError(f"{path}: a record of {r['epochs']} epochs in the folder of {match.group(1)}")
             rows.setdefault(r["row_key"], {})[int(r["seed"])] = r
-        out[int(match.group(1))] = rows
+        if rows:  # a runner writes its results file before the first run of the budget has finished
+            out[int(match.group(1))] = rows
     kinds = {device_kind(r) for rows in out.values() for runs in rows.values() for r in runs.values()}
     if len(kinds) > 1:  # a budget's change is paired seed by seed: both runs of a pair must share the kernels
         raise ValueError(f"{folder}: records from {' and '.join(sorted(kinds))}; a study compares budgets on one "
