@@ -222,14 +222,12 @@ def budget_study(results_dir: str | Path = RESULTS, folder: str = "budget") -> d
 def budget_lines(study: dict) -> list[str]:
     """What a budget study found, in words: the converged budget, each halving, the contrasts at each budget,
     and, for a study with a twin on another device, whether the two agree."""
+    from torch_impl.experiments.budget import converged_words, interval_text
 
     def ci(d: dict) -> str:
-        return f"{d['mean']:+.2f}" + ("" if d["n"] < 2 else f" [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]") + f" (n={d['n']})"
+        return f"{interval_text(d).removesuffix(' (1 seed)')} (n={d['n']})"
 
-    conv = study["converged_budget"]
-    measured = any(b["halving"] for b in study["budgets"].values())
-    lines = [f"{study['machine']}; converged budget: "
-             + (f"{conv} epochs" if conv else "none of the measured budgets" if measured else "not measured yet")]
+    lines = [f"{study['machine']}; converged budget: {converged_words(study)}"]
     for epochs, b in study["budgets"].items():
         h = b["halving"]
         if h:

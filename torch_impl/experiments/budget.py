@@ -3,7 +3,7 @@
     python -m torch_impl.experiments table1 --recipe experiments_shapes_v2 --rows resnet,se,aff3d --seeds 4 \\
         --set epochs=24 --out docs/results/experiments/budget/e24            # one runner per budget
     python -m torch_impl.experiments.budget                                    # -> budget/results.md, .json, .png
-    python -m torch_impl.experiments.budget --out docs/results/experiments/budget_cpu \
+    python -m torch_impl.experiments.budget --out docs/results/experiments/budget_cpu \\
         --twin-of docs/results/experiments/budget                              # the CPU study beside the GPU one
 
 A cosine schedule decays the learning rate to zero, so every curve is flat at its end whatever the
@@ -127,18 +127,27 @@ def twin(study: dict[int, dict[str, dict[int, dict[str, Any]]]],
             if key in study[epochs] and key in reference[epochs]:
                 d = paired_difference(_errors(study[epochs][key]), _errors(reference[epochs][key]))
                 if d is not None:
-                    rows[key] = {**(_summary_dict(d) or {}), "verdict": verdict(d)}
+                    rows[key] = {**_summary_dict(d), "verdict": verdict(d)}
         agree = len(rows) == len(ROWS) and all(r["verdict"].startswith("equivalent") for r in rows.values())
         out[str(epochs)] = {"rows": rows, "agree": agree}
     return out
 
 
-def _interval(d: dict[str, float] | None, digits: int = 2) -> str:
+def interval_text(d: dict[str, float] | None, digits: int = 2) -> str:
+    """'+1.23 [+0.45, +2.01]' for a stored interval; '+1.23 (1 seed)' where one seed gives none."""
     if not d:
         return ""
     if d["n"] < 2 or math.isnan(d["ci_low"]):
         return f"{d['mean']:+.{digits}f} (1 seed)"
     return f"{d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}]"
+
+
+def converged_words(analysis: dict[str, Any]) -> str:
+    """'<E> epochs', 'none of the measured budgets', or 'not measured yet' (no budget has its half)."""
+    if analysis["converged_budget"]:
+        return f"{analysis['converged_budget']} epochs"
+    measured = any(b["halving"] for b in analysis["budgets"].values())
+    return "none of the measured budgets" if measured else "not measured yet"
 
 
 def _section(text: str, columns: list[str], right: list[bool]) -> list[str]:
@@ -172,17 +181,13 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
     for e, b in analysis["budgets"].items():
         h = b["halving"]
         if h:
-            cells = [_interval(h["change"].get(k)) for k, _ in ROWS]
+            cells = [interval_text(h["change"].get(k)) for k, _ in ROWS]
             lines.append(f"| {e} | {h['from_epochs']} | " + " | ".join(cells) + f" | {'yes' if h['converged'] else 'no'} |")
-    conv = analysis["converged_budget"]
-    if conv:
-        verdict_line = f"**{conv} epochs**."
-    elif not any(b["halving"] for b in analysis["budgets"].values()):
-        verdict_line = "**not measured yet** (no budget has its half measured in this study)."
-    else:
-        verdict_line = ("**none of the measured budgets** (the longest still moved a row by more than "
-                        f"{analysis['converged_change']} points when halved).")
-    lines += ["", "Converged budget: " + verdict_line]
+    words = converged_words(analysis)
+    why = {"not measured yet": " (no budget has its half measured in this study)",
+           "none of the measured budgets": " (the longest still moved a row by more than "
+                                           f"{analysis['converged_change']} points when halved)"}  # fmt: skip
+    lines += ["", f"Converged budget: **{words}**{why.get(words, '')}."]
     lines += _section(
         "**Contrasts at each budget** (points, row minus row, paired; verdict: the interval excludes 0, or lies "
         f"inside ±{margin} (equivalent), else inconclusive).", contrasts, [False] * len(CONTRASTS))
@@ -190,7 +195,7 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
         cells = []
         for a, c in CONTRASTS:
             d = b["contrasts"].get(f"{a}-{c}")
-            cells.append("" if not d or "n" not in d else f"{_interval(d)} {d['verdict']}".strip())
+            cells.append("" if not d or "n" not in d else f"{interval_text(d)} {d['verdict']}".strip())
         lines.append(f"| {e} | " + " | ".join(cells) + " |")
     lines += _section(
         f"**Seeds a ±{margin}-point interval needs** at the spread of each contrast's paired differences "
@@ -206,7 +211,7 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
             f"budgets both measured. The two studies may be pooled only where every row agrees within ±{margin} point.",
             [n for _, n in ROWS] + ["agree"], [False] * (len(ROWS) + 1))
         for e, t in tw["budgets"].items():
-            cells = [f"{_interval(t['rows'][k])} {t['rows'][k]['verdict']}".strip() if k in t["rows"] else ""
+            cells = [f"{interval_text(t['rows'][k])} {t['rows'][k]['verdict']}".strip() if k in t["rows"] else ""
                      for k, _ in ROWS]  # fmt: skip
             lines.append(f"| {e} | " + " | ".join(cells) + f" | {'yes' if t['agree'] else 'not shown'} |")
     lines += ["", "![error against budget](budget.png)", ""]
