@@ -25,6 +25,7 @@ from torch_impl.train import main as train_main
 from torch_impl.training import checkpoint as ckpt
 from torch_impl.training import load_checkpoint, make_config, read_csv, run, run_folder, runner
 from torch_impl.training.optim import build_optimizer, build_scheduler, rescale_lr
+from torch_impl.training.signals import deferred_signals
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_FLAGS = ["--model", "resnet20_cifar", "--image-size", "16", "--train-samples", "32", "--val-samples", "16",
@@ -313,6 +314,50 @@ def test_resume_with_another_lr_follows_the_new_lrs_schedule(schedule, steps_don
             assert opt.param_groups[0][key] == pytest.approx(ref_opt.param_groups[0][key]), key
         opt.step(), sched.step(), ref_opt.step(), ref_sched.step()
     assert rescale_lr(opt, sched, 0.1) is None  # the same lr: nothing to do
+
+
+# ----------------------------------------------------------------------------- stop signals
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)  # as the experiment child's SIGTERM handler does
+
+
+def test_a_signal_inside_deferred_signals_is_delivered_when_the_block_ends():
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        finished = False
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"), deferred_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler would have run by now
+            finished = True
+        assert finished
+        assert signal.getsignal(signal.SIGTERM) is _raise_interrupt  # the handler is put back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_stop_while_an_epoch_is_written_waits_until_its_files_are(tmp_path, monkeypatch):
+    """SIGTERM arriving while the curve is drawn: raised inside matplotlib, it could surface as another
+    error (pybind11 turns it into a TypeError). It is held until metrics.csv and the curve are written."""
+    draw = runner.RunLog._plot
+
+    def plot_after_a_stop(self, history):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        draw(self, history)
+
+    monkeypatch.setattr(runner.RunLog, "_plot", plot_after_a_stop)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with pytest.raises(runner.TrainingInterrupted, match="interrupted by SIGTERM: epoch 1/2 is saved") as err:
+            run(tiny_config(tmp_path, epochs=2, run_name="stopped"))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    run_dir = err.value.run_dir
+    assert (run_dir / "curve.png").exists()
+    assert [row["epoch"] for row in read_csv(run_dir / "metrics.csv")] == [1]
+    assert load_checkpoint(run_dir / ckpt.LAST)["epoch"] == 1
 
 
 # ----------------------------------------------------------------------------- recipes

@@ -14,7 +14,8 @@ Rank 0 holds the folder's lock for the whole run (``run_folder``): one writer pe
 is written atomically. At the end of an epoch last.pth is written first (it is what a
 resume continues from), then best.pth, then metrics.csv and the curve; a resume brings best.pth and
 metrics.csv back in line with last.pth, so after a kill at any moment and a resume the three agree.
-Ctrl-C or SIGTERM raise ``TrainingInterrupted``, whose message says how to resume. A non-finite loss,
+Ctrl-C or SIGTERM raise ``TrainingInterrupted``, whose message says how to resume; one that arrives
+while an epoch is being written waits until its files are (``signals.deferred_signals``). A non-finite loss,
 weight or optimizer state raises FloatingPointError before its epoch is saved: last.pth always holds
 a state that training can go on from (``--resume DIR --lr LOWER``).
 """
@@ -44,6 +45,7 @@ from .log import RunLog
 from .optim import build_optimizer, build_scheduler, rescale_lr
 from .run_folder import CONFIG_NAME, best_epoch, check_resume_folder, open_run_folder, repair_run_folder
 from .seeding import configure_determinism, derive_seed, restore_determinism, rng_state, seed_everything, set_rng_state
+from .signals import deferred_signals
 
 
 @dataclass
@@ -309,9 +311,10 @@ def _train_epochs(setup: _Setup, cfg: TrainConfig, ctx: DistContext) -> None:
             "epoch_time_s": time.perf_counter() - t0,
         })  # fmt: skip
         epochs_here += 1
-        if ctx.is_main and setup.run_dir is not None:
-            _save_epoch(setup, cfg, epoch + 1)
-        log.epoch_end(setup.history, cfg.epochs)
+        with deferred_signals():  # a stop arriving now waits until the epoch's files are all written
+            if ctx.is_main and setup.run_dir is not None:
+                _save_epoch(setup, cfg, epoch + 1)
+            log.epoch_end(setup.history, cfg.epochs)
         barrier(ctx)
 
 
