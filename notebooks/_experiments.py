@@ -18,7 +18,7 @@ import pandas as pd
 
 from torch_impl.data import SHAPE_CLASSES
 from torch_impl.experiments.grids import Grid, get_grid
-from torch_impl.experiments.report import row_statistics
+from torch_impl.experiments.report import epoch_values, row_statistics
 from torch_impl.experiments.stats import EQUIVALENCE_MARGIN, summarize, verdict  # noqa: F401 (verdict: for the notebooks)
 
 # Seeds per row the grids are meant to have: at least 3 for every variant, 8 for plain, SE and 3D-AFF.
@@ -112,10 +112,10 @@ def curves(grid: Grid, data: dict, keys=None, metric: str = "val_top1_err") -> d
         runs = [r for r in data["records"] if r["row_key"] == row.key]
         if not runs or (keys is not None and row.key not in keys):
             continue
-        length = min(len(r["history"]) for r in runs)
-        per_epoch = [summarize([r["history"][e][metric] for r in runs]) for e in range(length)]
+        epochs, values = epoch_values(runs, metric)  # the epochs every seed measured
+        per_epoch = [summarize(v) for v in values]
         out[row.symbol] = pd.DataFrame({
-            "epoch": [int(runs[0]["history"][e]["epoch"]) for e in range(length)],
+            "epoch": epochs,
             "mean": [p.mean for p in per_epoch], "low": [p.low for p in per_epoch], "high": [p.high for p in per_epoch],
             "seeds": len(runs),
         })

@@ -75,8 +75,8 @@ def test_shared_networks_are_one_variant():
 TINY = {k: v for k, v in tiny_config().items() if k not in ("model", "output_dir", "progress", "tensorboard")}
 
 
-def _args(tmp_path, *extra):
-    sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+def _args(tmp_path, *extra, **settings):
+    sets = [a for k, v in {**TINY, **settings}.items() for a in ("--set", f"{k}={v}")]
     return [*extra, *sets, "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"), "--no-progress"]
 
 
@@ -117,6 +117,25 @@ def test_records_shared_runs_and_skip(tmp_path, capsys):
     assert "0 run(s) to train" in capsys.readouterr().out
     assert (run_dirs[0] / "record.json").stat().st_mtime_ns == stamp
     assert _results(tmp_path, "table2")["records"] == t2["records"]
+
+
+def test_a_grid_validated_every_k_epochs_is_the_same_budget(tmp_path, capsys):
+    """eval_every changes no weight, so it is no part of the budget: the records join the same grid,
+    measured on fewer epochs; best, slope and curves use the measured epochs."""
+    grid = ("table1", "--rows", "resnet", "--seeds", "1")
+    sparse = _args(tmp_path, *grid, epochs=5, eval_every=2)
+    assert main(sparse) == 0
+    (rec,) = _results(tmp_path, "table1")["records"]
+    measured = [h for h in rec["history"] if "val_top1_err" in h]
+    assert [h["epoch"] for h in measured] == [2, 4, 5] and len(rec["history"]) == rec["epochs"] == 5
+    assert rec["best_val_top1_err"] == min(h["val_top1_err"] for h in measured)
+    assert rec["final_val_top1_err"] == measured[-1]["val_top1_err"]
+    ys, xs = [h["val_top1_err"] for h in measured], [2, 4, 5]
+    assert rec["last_epochs_slope"] == pytest.approx(np.polyfit(xs, ys, 1)[0])
+    assert (tmp_path / "out" / "table1" / "curves.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(_args(tmp_path, *grid, epochs=5)) == 0
+    assert "0 run(s) to train" in capsys.readouterr().out  # measured every epoch: the same budget, already done
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):

@@ -7,7 +7,7 @@ import torch
 from tiny_run import tiny_config, write_cifar100, write_imagenet
 
 from torch_impl.train import build_parser, main
-from torch_impl.training import make_config, read_csv, recipe_names, run
+from torch_impl.training import load_checkpoint, make_config, read_csv, recipe_names, run
 from torch_impl.training.config import TrainConfig, config_from_args
 from torch_impl.training.optim import lr_factor
 
@@ -186,6 +186,31 @@ def test_seed_makes_runs_repeat_bit_for_bit():
 def test_seed_repeats_with_loader_workers():
     a, b = run(**tiny(seed=5, workers=2, epochs=1)), run(**tiny(seed=5, workers=2, epochs=1))
     assert weights_equal(a.model, b.model)
+
+
+def test_validating_every_k_epochs_trains_the_same_weights(tmp_path):
+    """eval_every only decides which epochs are measured: the weights, the training columns and the last
+    epoch's validation are those of a run measured every epoch."""
+    every = run(**tiny(epochs=4))
+    sparse = run(**tiny(tmp_path, epochs=4, eval_every=3, run_name="sparse"))
+    assert weights_equal(every.model, sparse.model)
+    assert sorted(sparse.history[0]) == ["epoch", "epoch_time_s", "lr", "train_loss", "train_top1_err"]
+    measured = [r["epoch"] for r in sparse.history if "val_top1_err" in r]
+    assert measured == [3, 4]  # every third epoch and the last
+    for a, b in zip(without_time(every.history), without_time(sparse.history)):
+        assert {k: v for k, v in a.items() if k in b} == b
+    assert without_time([sparse.final]) == without_time([every.final])
+    assert sparse.best["epoch"] in (3, 4)
+    rows = read_csv(tmp_path / "sparse" / "metrics.csv")  # unmeasured epochs: empty cells, read back as absent keys
+    assert [r["epoch"] for r in rows if "val_top1_err" in r] == [3, 4] and len(rows) == 4
+    assert load_checkpoint(tmp_path / "sparse" / "best.pth")["epoch"] == sparse.best["epoch"]
+
+
+def test_a_call_that_stops_early_measures_its_last_epoch(tmp_path):
+    first = run(**tiny(tmp_path, epochs=4, eval_every=3, stop_after_epochs=1, run_name="split"))
+    assert [r["epoch"] for r in first.history if "val_top1_err" in r] == [1]  # what the summary line reports
+    rest = run(resume=str(tmp_path / "split"))
+    assert [r["epoch"] for r in rest.history if "val_top1_err" in r] == [1, 3, 4]
 
 
 # ----------------------------------------------------------------------------- real data formats

@@ -29,10 +29,18 @@ def _by_row(records: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]
     return out
 
 
-def mean_curve(runs: list[dict[str, Any]], key: str = "val_top1_err") -> list[float]:
-    """The seed-mean of ``key`` per epoch over runs of the same length."""
-    length = min(len(r["history"]) for r in runs)
-    return [sum(r["history"][e][key] for r in runs) / len(runs) for e in range(length)]
+def epoch_values(runs: list[dict[str, Any]], key: str = "val_top1_err") -> tuple[list[int], list[list[float]]]:
+    """The epochs at which every run measured ``key`` (validation: every ``eval_every``-th epoch and the
+    last), and at each the runs' values."""
+    by_epoch = [{int(row["epoch"]): row[key] for row in r["history"] if key in row} for r in runs]
+    epochs = sorted(set.intersection(*(set(values) for values in by_epoch)))
+    return epochs, [[values[e] for values in by_epoch] for e in epochs]
+
+
+def mean_curve(runs: list[dict[str, Any]], key: str = "val_top1_err") -> tuple[list[int], list[float]]:
+    """The seed-mean of ``key`` at each epoch that every run measured: (epochs, means)."""
+    epochs, values = epoch_values(runs, key)
+    return epochs, [sum(v) / len(v) for v in values]
 
 
 def row_statistics(grid: Grid, data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -45,7 +53,7 @@ def row_statistics(grid: Grid, data: dict[str, Any]) -> list[dict[str, Any]]:
         if not runs:
             continue
         errs = {s: r["final_val_top1_err"] for s, r in runs.items()}
-        curve = mean_curve(list(runs.values()))
+        epochs, curve = mean_curve(list(runs.values()))
         paper = {p["table"]: p["value"] for p in row.paper_numbers}
         base_row = grid.row(grid.baseline)
         paper_base = {p["table"]: p["value"] for p in base_row.paper_numbers}
@@ -57,9 +65,9 @@ def row_statistics(grid: Grid, data: dict[str, Any]) -> list[dict[str, Any]]:
             "paired": None if row.key == grid.baseline else paired_difference(errs, base),
             "paper": paper,
             "paper_diff": {t: v - paper_base[t] for t, v in paper.items() if t in paper_base},
-            "final_slope": slope(curve[-LAST_EPOCHS:]),
+            "final_slope": slope(curve[-LAST_EPOCHS:], epochs[-LAST_EPOCHS:]),
             "last_change": curve[-1] - curve[-2] if len(curve) > 1 else math.nan,
-            "epochs": len(curve),
+            "epochs": max(int(r["epochs"]) for r in runs.values()),
             "wall_time_s": sum(r["wall_time_s"] for r in runs.values()) / len(runs),
         })  # fmt: skip
     return out
@@ -171,11 +179,8 @@ def plot_grid(grid: Grid, data: dict[str, Any], path: Path, chance: float | None
         runs = list(by_row.get(row.key, {}).values())
         if not runs:
             continue
-        length = min(len(r["history"]) for r in runs)
-        epochs = list(range(1, length + 1))
-        mean = mean_curve(runs)
-        low = [min(r["history"][e]["val_top1_err"] for r in runs) for e in range(length)]
-        high = [max(r["history"][e]["val_top1_err"] for r in runs) for e in range(length)]
+        epochs, values = epoch_values(runs)
+        mean, low, high = [sum(v) / len(v) for v in values], [min(v) for v in values], [max(v) for v in values]
         label = f"{math_label(row.symbol)} (n={len(runs)})"
         for a in (ax, zoom):
             (line,) = a.plot(epochs, mean, marker="o", ms=3, label=label)
@@ -188,9 +193,10 @@ def plot_grid(grid: Grid, data: dict[str, Any], path: Path, chance: float | None
         a.grid(alpha=0.3)
     ax.set_ylabel("validation top-1 error (%)")
     ax.set_title("all epochs (band: min-max over seeds)")
-    last = max((len(r["history"]) for r in data["records"]), default=1)
+    last = max((int(r["epochs"]) for r in data["records"]), default=1)
     zoom.set_xlim(max(1, last // 2) - 0.2, last + 0.2)
-    finals = [r["history"][e]["val_top1_err"] for r in data["records"] for e in range(last // 2 - 1, len(r["history"]))]
+    finals = [row["val_top1_err"] for r in data["records"] for row in r["history"]
+              if "val_top1_err" in row and row["epoch"] >= last // 2]  # fmt: skip
     if finals:
         zoom.set_ylim(min(finals) - 0.5, max(finals) + 0.5)
     zoom.set_title("second half (zoom)")

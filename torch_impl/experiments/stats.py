@@ -66,11 +66,13 @@ def paired_difference(row: Mapping[int, float], baseline: Mapping[int, float], l
     return summarize([row[s] - baseline[s] for s in seeds], level)
 
 
-def slope(ys: Sequence[float]) -> float:
-    """Least-squares slope of ``ys`` against 1, 2, ..., len(ys) (units of ys per step); 0 for one value."""
+def slope(ys: Sequence[float], xs: Sequence[float] | None = None) -> float:
+    """Least-squares slope of ``ys`` against ``xs`` (default 1, 2, ..., len(ys)), in units of ys per unit of
+    xs; 0 for one value."""
     if len(ys) < 2:
         return 0.0
-    return float(_scipy_stats.linregress(np.arange(1, len(ys) + 1), np.asarray(ys, dtype=float)).slope)
+    xs = np.arange(1, len(ys) + 1) if xs is None else np.asarray(xs, dtype=float)
+    return float(_scipy_stats.linregress(xs, np.asarray(ys, dtype=float)).slope)
 
 
 # ----------------------------------------------------------------------------- verdicts and power

@@ -18,7 +18,8 @@ Record keys (all errors in percent, on the validation split):
     grid, paper_tables, row_key, row, symbol, paper, model, model_kwargs, seed, run_key,
     final_val_top1_err, final_val_top5_err, best_val_top1_err, best_epoch, epochs, images_seen,
     wall_time_s, last_epochs_slope, history (per epoch: epoch, lr, train_loss, train_top1_err,
-    val_loss, val_top1_err, val_top5_err, epoch_time_s), machine, versions, budget_id
+    val_loss, val_top1_err, val_top5_err, epoch_time_s; the val_* keys only on the epochs measured, every
+    ``eval_every``-th and the last), machine, versions, budget_id
 """
 
 from __future__ import annotations
@@ -33,16 +34,18 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_text
+from ..training.metrics import validated
 
 FORMAT = 1
 # Config fields outside the budget's identity: the run's own name (model, seed, recorded per record), where
-# files go, and how fast it runs. ``threads`` and the device change only how float sums round (a record
+# files go, and how fast it runs; ``eval_every`` only decides which epochs are measured (no weight depends on
+# it, and the last epoch, the one the tables use, always is). ``threads`` and the device change only how float sums round (a record
 # keeps both: ``threads``, ``machine``). ``workers`` changes the random draws themselves, so it is part of
 # the budget: the augmentation (random flips, crops) comes from each loader process's own generator, and
 # ``workers`` 0 and 2 train different weights, each repeating bit for bit.
 NOT_BUDGET = frozenset({
     "model", "model_kwargs", "seed", "output_dir", "run_name", "resume", "stop_after_epochs", "progress",
-    "tensorboard", "threads", "device", "data_dir", "download", "recipe",
+    "tensorboard", "threads", "device", "data_dir", "download", "recipe", "eval_every",
 })  # fmt: skip
 # Budget keys left out when they hold this value: every committed results file was trained with
 # ``workers`` 0 before ``workers`` counted, so its budget (and budget_id) has no ``workers`` key.
@@ -150,7 +153,9 @@ def add_record(data: dict[str, Any], record: dict[str, Any]) -> None:
 def run_record(history: list[dict[str, float]], images_per_epoch: int, wall_time_s: float) -> dict[str, Any]:
     """The measured part of a record, from a finished run's per-epoch history."""
     last = history[-1]
-    best = min(history, key=lambda r: r["val_top1_err"])
+    measured = validated(history)  # with eval_every > 1 not every epoch; always the last
+    best = min(measured, key=lambda r: r["val_top1_err"])
+    tail = measured[-LAST_EPOCHS:]
     from .stats import slope
 
     return {
@@ -161,6 +166,6 @@ def run_record(history: list[dict[str, float]], images_per_epoch: int, wall_time
         "epochs": int(last["epoch"]),
         "images_seen": int(images_per_epoch * last["epoch"]),
         "wall_time_s": wall_time_s,
-        "last_epochs_slope": slope([r["val_top1_err"] for r in history[-LAST_EPOCHS:]]),
+        "last_epochs_slope": slope([r["val_top1_err"] for r in tail], [r["epoch"] for r in tail]),
         "history": history,
     }

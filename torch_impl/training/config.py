@@ -52,6 +52,8 @@ class TrainConfig:
     epochs: int = 4
     batch_size: int = 128
     eval_batch_size: int | None = None  # default: 2 x batch_size
+    eval_every: int = 1  # validate every k epochs and always at the last: on a large validation set that
+    # measurement can cost as much as the training epoch, and skipping it changes no trained weight
     steps_per_epoch: int | None = None  # cap the steps of each epoch (smoke tests); None: the whole set
     optimizer: str = "sgd"  # sgd (the paper's) | adamw (quick runs from scratch)
     lr: float = 0.1
@@ -92,7 +94,7 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("amp", self.amp, AMP_MODES)
         _choice("device", self.device, DEVICES)
-        for name in ("epochs", "batch_size", "image_size", "lr_step_size"):
+        for name in ("epochs", "batch_size", "image_size", "lr_step_size", "eval_every"):
             _positive(name, getattr(self, name))
         for name in (
             "eval_batch_size",

@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..atomic import atomic_write
+from .metrics import validated
 
 
 def plot_curves(
@@ -31,12 +32,12 @@ def plot_curves(
         if not rows:
             continue
         colour = f"C{i}"
-        epochs = [int(r["epoch"]) for r in rows]
         prefix = f"{label}, " if len(histories) > 1 else ""  # one run: its name is in the title
-        val = [float(r["val_top1_err"]) for r in rows]
-        ax.plot(epochs, val, color=colour, marker="o", ms=3, label=f"{prefix}val")
+        measured = validated(rows)  # the epochs measured on the validation set (eval_every)
+        val = [float(r["val_top1_err"]) for r in measured]
+        ax.plot([int(r["epoch"]) for r in measured], val, color=colour, marker="o", ms=3, label=f"{prefix}val")
         if train:
-            train_err = [float(r["train_top1_err"]) for r in rows]
+            epochs, train_err = [int(r["epoch"]) for r in rows], [float(r["train_top1_err"]) for r in rows]
             ax.plot(epochs, train_err, color=colour, ls="--", alpha=0.7, label=f"{prefix}train")
     if chance is not None:
         ax.axhline(chance, color="grey", ls=":", lw=1, label=f"chance ({chance:.1f} %)")

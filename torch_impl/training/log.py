@@ -21,10 +21,14 @@ COLUMNS = ("epoch", "lr", "train_loss", "train_top1_err", "val_loss", "val_top1_
 
 
 def format_epoch(row: Mapping[str, float], epochs: int) -> str:
+    val = (
+        f"val loss {row['val_loss']:.4f} top-1 err {row['val_top1_err']:5.2f}% top-5 err {row['val_top5_err']:5.2f}%"
+        if "val_top1_err" in row
+        else "val not measured this epoch (eval_every)"
+    )
     return (
         f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.4g}  "
-        f"train loss {row['train_loss']:.4f} top-1 err {row['train_top1_err']:5.2f}%  |  "
-        f"val loss {row['val_loss']:.4f} top-1 err {row['val_top1_err']:5.2f}% top-5 err {row['val_top5_err']:5.2f}%  "
+        f"train loss {row['train_loss']:.4f} top-1 err {row['train_top1_err']:5.2f}%  |  {val}  "
         f"({row['epoch_time_s']:.1f} s)"
     )
 
@@ -62,7 +66,7 @@ class RunLog:
         self._write_csv(history)
         self._plot(history)
         if self.writer is not None:
-            for key in COLUMNS[1:]:
+            for key in (k for k in COLUMNS[1:] if k in row):  # val_* only on measured epochs
                 group = "train" if key.startswith("train") else "val" if key.startswith("val") else "misc"
                 self.writer.add_scalar(f"{group}/{key}", row[key], row["epoch"])
             self.writer.flush()
@@ -97,4 +101,5 @@ class RunLog:
 def read_csv(path: str | Path) -> list[dict[str, float]]:
     """The rows of a run's metrics.csv as numbers (for plotting runs side by side)."""
     with open(path, newline="") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+        rows = csv.DictReader(f)  # an epoch without validation has empty val_* cells: left out, as in the history
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""} for row in rows]

@@ -1,6 +1,9 @@
-"""Top-k error, the paper's metric: the share of images whose label is not among the k highest scores."""
+"""Top-k error, the paper's metric: the share of images whose label is not among the k highest scores;
+and which epochs of a run were measured."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -48,3 +51,8 @@ class ErrorMeter:
             "top5_err": 100.0 * (1 - top5 / count),
             "count": int(count),
         }
+
+
+def validated(history: Sequence[Mapping[str, float]]) -> list[Mapping[str, float]]:
+    """The rows of a run's per-epoch history that were measured on the validation set (``eval_every``)."""
+    return [row for row in history if "val_top1_err" in row]

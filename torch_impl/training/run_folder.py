@@ -17,6 +17,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistContext, broadcast_object
 from .log import CSV_NAME, CURVE_NAME, RunLog
+from .metrics import validated
 
 CONFIG_NAME = "config.yaml"
 RUN_FILES = (ckpt.LAST, ckpt.BEST, CSV_NAME, CURVE_NAME, CONFIG_NAME)  # what rank 0 writes atomically
@@ -73,8 +74,9 @@ def open_run_folder(cfg: TrainConfig, ctx: DistContext) -> tuple[Path | None, Fo
 
 
 def best_epoch(history: list[dict[str, float]]) -> int | None:
-    """The epoch of the lowest validation top-1 error (the first, on a tie), as RunResult.best."""
-    return min(history, key=lambda r: r["val_top1_err"])["epoch"] if history else None
+    """The epoch of the lowest validation top-1 error (the first, on a tie; of the measured epochs), as RunResult.best."""
+    measured = validated(history)
+    return min(measured, key=lambda r: r["val_top1_err"])["epoch"] if measured else None
 
 
 def repair_run_folder(run_dir: Path, state: dict, log: RunLog) -> None:

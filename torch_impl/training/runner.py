@@ -4,7 +4,7 @@ The command line (``python -m torch_impl.train``) and notebooks call the same fu
 
     from torch_impl.training import run
     result = run("quickstart", model="se_resnet20_cifar", epochs=3, output_dir=None, progress=False)
-    result.history[-1]["val_top1_err"]
+    result.final["val_top1_err"]  # the last epoch's (validated every eval_every-th epoch and the last)
 
 Under torchrun every process calls ``run``; rank 0 writes the run folder::
 
@@ -42,6 +42,7 @@ from .config import TrainConfig, make_config
 from .distributed import DistContext, ShardSampler, barrier, init_distributed
 from .engine import check_finite_losses, check_finite_state, evaluate, train_one_epoch
 from .log import RunLog
+from .metrics import validated
 from .optim import build_optimizer, build_scheduler, rescale_lr
 from .run_folder import CONFIG_NAME, best_epoch, check_resume_folder, open_run_folder, repair_run_folder
 from .seeding import configure_determinism, derive_seed, restore_determinism, rng_state, seed_everything, set_rng_state
@@ -61,11 +62,14 @@ class RunResult:
 
     @property
     def final(self) -> dict[str, float]:
-        return self.history[-1] if self.history else {}
+        """The last epoch that was measured on the validation set (a finished run's last epoch)."""
+        measured = validated(self.history)
+        return measured[-1] if measured else {}
 
     @property
     def best(self) -> dict[str, float]:
-        return min(self.history, key=lambda r: r["val_top1_err"]) if self.history else {}
+        measured = validated(self.history)
+        return min(measured, key=lambda r: r["val_top1_err"]) if measured else {}
 
     @property
     def chance_top1_err(self) -> float:
@@ -298,24 +302,28 @@ def _train_epochs(setup: _Setup, cfg: TrainConfig, ctx: DistContext) -> None:
             setup.model, loaders.train, loaders.steps, setup.optimizer, setup.scheduler, setup.scaler,
             setup.criterion, ctx, cfg.amp, cfg.channels_last, cfg.progress, desc=f"train {tag}",
         )  # fmt: skip
-        val = evaluate(
-            setup.model, loaders.val, ctx, setup.criterion, cfg.amp, cfg.channels_last, cfg.progress, desc=f"val {tag}"
-        )
-        # A diverged epoch is never saved: last.pth keeps the last state that training can go on from.
-        check_finite_losses(tag, training=train["loss"], validation=val["loss"])
-        check_finite_state(setup.net, setup.optimizer, ctx, tag)
-        setup.history.append({
-            "epoch": epoch + 1, "lr": lr,
-            "train_loss": train["loss"], "train_top1_err": train["top1_err"],
-            "val_loss": val["loss"], "val_top1_err": val["top1_err"], "val_top5_err": val["top5_err"],
-            "epoch_time_s": time.perf_counter() - t0,
-        })  # fmt: skip
         epochs_here += 1
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_top1_err": train["top1_err"]}
+        # An epoch without validation has no val_* keys (the weights do not depend on it: evaluation draws
+        # no random number, and each epoch reseeds). The last epoch, of the run or of this call, is measured.
+        if validates(cfg, epoch + 1) or epochs_here == cfg.stop_after_epochs:
+            val = evaluate(setup.model, loaders.val, ctx, setup.criterion, cfg.amp, cfg.channels_last,
+                           cfg.progress, desc=f"val {tag}")  # fmt: skip
+            row |= {"val_loss": val["loss"], "val_top1_err": val["top1_err"], "val_top5_err": val["top5_err"]}
+        # A diverged epoch is never saved: last.pth keeps the last state that training can go on from.
+        check_finite_losses(tag, training=train["loss"], validation=row.get("val_loss", 0.0))
+        check_finite_state(setup.net, setup.optimizer, ctx, tag)
+        setup.history.append(row | {"epoch_time_s": time.perf_counter() - t0})
         with deferred_signals():  # a stop arriving now waits until the epoch's files are all written
             if ctx.is_main and setup.run_dir is not None:
                 _save_epoch(setup, cfg, epoch + 1)
             log.epoch_end(setup.history, cfg.epochs)
         barrier(ctx)
+
+
+def validates(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether epoch ``epoch`` (1-based) is measured on the validation set: every ``eval_every``-th, and the last."""
+    return epoch % cfg.eval_every == 0 or epoch == cfg.epochs
 
 
 def _run(cfg: TrainConfig, ctx: DistContext) -> RunResult:
