@@ -219,10 +219,13 @@ def budget_study(results_dir: str | Path = RESULTS, folder: str = "budget") -> d
     return json.loads(path.read_text())
 
 
+WORDS_OF_HALVING = {"yes": "converged", "no": "not converged", "in progress": "in progress, not decided"}
+
+
 def budget_lines(study: dict) -> list[str]:
     """What a budget study found, in words: the converged budget, each halving, the contrasts at each budget,
     and, for a study with a twin on another device, whether the two agree."""
-    from torch_impl.experiments.budget import converged_words, interval_text
+    from torch_impl.experiments.budget import converged_words, halving_words, interval_text
 
     def ci(d: dict) -> str:
         return f"{interval_text(d).removesuffix(' (1 seed)')} (n={d['n']})"
@@ -231,11 +234,14 @@ def budget_lines(study: dict) -> list[str]:
     for epochs, b in study["budgets"].items():
         h = b["halving"]
         if h:
-            lines.append(f"  {h['from_epochs']} -> {epochs} epochs: every row's change "
-                         + ", ".join(f"{k} {c['mean']:+.2f}" for k, c in h["change"].items())
-                         + f" points: {'converged' if h['converged'] else 'not converged'}")
+            so_far = h["converged"] is None  # a cell in progress: the seeds finished so far
+            lines.append(f"  {h['from_epochs']} -> {epochs} epochs: "
+                         + ("change over the seeds finished so far " if so_far else "every row's change ")
+                         + ", ".join(f"{k} {c['mean']:+.2f}" + (f" (n={c['n']})" if so_far else "")
+                                     for k, c in h["change"].items())
+                         + f" points: {WORDS_OF_HALVING[halving_words(h)]}")
     for epochs, b in study["budgets"].items():
-        lines.append(f"  at {epochs} epochs: " + "; ".join(f"{c} {ci(d)} {d.get('verdict', '')}".rstrip()
+        lines.append(f"  at {epochs} epochs{'' if b['complete'] else ' (in progress)'}: " + "; ".join(f"{c} {ci(d)} {d.get('verdict', '')}".rstrip()
                                                           for c, d in b["contrasts"].items() if "n" in d))
     for epochs, t in (study.get("twin") or {}).get("budgets", {}).items():
         lines.append(f"  twin at {epochs} epochs, this study minus {study['twin']['machine'].removeprefix('trained on ')}: "
@@ -250,7 +256,7 @@ def budget_table(study: dict) -> pd.DataFrame:
 
     lines = []
     for epochs, b in study["budgets"].items():
-        line = {"epochs": int(epochs)}
+        line = {"epochs": int(epochs), "cell": "complete" if b["complete"] else "in progress"}
         for key, name in ROWS:
             r = b["rows"].get(key)
             if r:

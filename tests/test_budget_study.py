@@ -53,18 +53,37 @@ def test_a_budget_is_converged_only_when_halving_it_moves_no_row_by_more_than_th
     assert "**96 epochs**" in (tmp_path / "results.md").read_text() and (tmp_path / "budget.png").stat().st_size > 0
 
 
-def test_a_row_missing_at_the_half_budget_leaves_the_budget_unconverged(tmp_path):
-    write_budget(tmp_path, 24, {"resnet": [5.0, 6.0], "se": [5.0, 6.0]})
-    write_budget(tmp_path, 48, {"resnet": [5.0, 6.0], "se": [5.0, 6.0], "aff3d": [4.0, 5.0]})
+FOUR = [5.0, 6.0, 7.0, 8.0]  # a complete cell's seeds (budget.CELL_SEEDS)
+
+
+def test_a_row_missing_at_the_half_budget_leaves_the_halving_undecided(tmp_path):
+    write_budget(tmp_path, 24, {"resnet": FOUR, "se": FOUR})
+    write_budget(tmp_path, 48, {"resnet": FOUR, "se": FOUR, "aff3d": FOUR})
     analysis = budget.analyse(budget.load_budgets(tmp_path))
-    assert analysis["budgets"]["48"]["halving"]["converged"] is False and analysis["converged_budget"] is None
+    assert analysis["budgets"]["48"]["halving"]["converged"] is None and analysis["converged_budget"] is None
+
+
+def test_a_cell_in_progress_decides_no_halving_and_is_not_drawn(tmp_path):
+    """A cell whose rows have fewer than CELL_SEEDS seeds would decide convergence from its first seeds."""
+    write_budget(tmp_path, 48, {"resnet": FOUR, "se": FOUR, "aff3d": FOUR})
+    write_budget(tmp_path, 96, {"resnet": FOUR[:2], "se": FOUR[:1], "aff3d": FOUR[:1]})  # unchanged so far
+    analysis = budget.write_report(tmp_path)
+    cell = analysis["budgets"]["96"]
+    assert cell["complete"] is False and analysis["budgets"]["48"]["complete"] is True
+    assert cell["halving"]["converged"] is None and cell["halving"]["change"]["resnet"]["mean"] == 0.0
+    assert analysis["converged_budget"] is None
+    text = (tmp_path / "results.md").read_text()
+    assert "| in progress |" in text and "In progress (fewer than 4 seeds of a row): 96 epochs" in text
+    assert "**not measured yet**" in text  # no complete cell has its half
+    write_budget(tmp_path, 192, {"resnet": FOUR, "se": FOUR, "aff3d": FOUR})
+    assert budget.analyse(budget.load_budgets(tmp_path))["budgets"]["192"]["halving"]["converged"] is None
 
 
 def test_a_study_with_no_halving_measured_says_so_rather_than_not_converged(tmp_path):
-    write_budget(tmp_path, 48, {"resnet": [5.0, 6.0], "se": [5.0, 6.0], "aff3d": [4.0, 5.0]})
+    write_budget(tmp_path, 48, {"resnet": FOUR, "se": FOUR, "aff3d": FOUR})
     text = budget.render_markdown(budget.analyse(budget.load_budgets(tmp_path)), "test CPU")
     assert "**not measured yet**" in text and "none of the measured budgets" not in text
-    write_budget(tmp_path, 96, {"resnet": [3.0, 4.0], "se": [3.0, 4.0], "aff3d": [2.0, 3.0]})  # 2 points lower
+    write_budget(tmp_path, 96, {k: [e - 2.0 for e in FOUR] for k in ("resnet", "se", "aff3d")})  # 2 points lower
     text = budget.render_markdown(budget.analyse(budget.load_budgets(tmp_path)), "test CPU")
     assert "**none of the measured budgets**" in text and "not measured yet" not in text
 

@@ -38,6 +38,7 @@ from .stats import (
 ROWS = (("resnet", "plain"), ("se", "SE"), ("aff3d", "3D-AFF"))
 CONTRASTS = (("aff3d", "resnet"), ("aff3d", "se"), ("se", "resnet"))  # (row, minus row)
 CONVERGED_CHANGE = 0.5  # points of seed-mean error between a budget and its half
+CELL_SEEDS = 4  # a budget's cell is complete when every row has this many seeds; until then it is in progress
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = Path("docs/results/experiments/budget")
 
@@ -83,7 +84,8 @@ def analyse(budgets: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> dict[st
     change (paired by seed) and whether the budget counts as converged."""
     out: dict[str, Any] = {"converged_change": CONVERGED_CHANGE, "margin": EQUIVALENCE_MARGIN, "budgets": {}}
     for epochs, rows in budgets.items():
-        entry: dict[str, Any] = {"rows": {}, "contrasts": {}, "halving": None}
+        complete = all(len(rows.get(key, {})) >= CELL_SEEDS for key, _ in ROWS)
+        entry: dict[str, Any] = {"rows": {}, "contrasts": {}, "halving": None, "complete": complete}
         for key, _ in ROWS:
             if key in rows:
                 errs = _errors(rows[key])
@@ -104,10 +106,11 @@ def analyse(budgets: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> dict[st
                     d = paired_difference(_errors(rows[key]), _errors(half[key]))
                     if d is not None:
                         changes[key] = _summary_dict(d)
-            complete = len(changes) == len(ROWS)
+            # Decided only between complete cells: a cell in progress would decide from its first seeds.
+            decided = complete and all(len(half.get(key, {})) >= CELL_SEEDS for key, _ in ROWS)
             entry["halving"] = {
                 "from_epochs": epochs // 2, "change": changes,
-                "converged": complete and all(abs(c["mean"]) <= CONVERGED_CHANGE for c in changes.values()),
+                "converged": all(abs(c["mean"]) <= CONVERGED_CHANGE for c in changes.values()) if decided else None,
             }  # fmt: skip
         out["budgets"][str(epochs)] = entry
     converged = [int(e) for e, b in out["budgets"].items() if b["halving"] and b["halving"]["converged"]]
@@ -143,11 +146,16 @@ def interval_text(d: dict[str, float] | None, digits: int = 2) -> str:
 
 
 def converged_words(analysis: dict[str, Any]) -> str:
-    """'<E> epochs', 'none of the measured budgets', or 'not measured yet' (no budget has its half)."""
+    """'<E> epochs', 'none of the measured budgets', or 'not measured yet' (no complete budget has its half)."""
     if analysis["converged_budget"]:
         return f"{analysis['converged_budget']} epochs"
-    measured = any(b["halving"] for b in analysis["budgets"].values())
+    measured = any(b["halving"] and b["halving"]["converged"] is not None for b in analysis["budgets"].values())
     return "none of the measured budgets" if measured else "not measured yet"
+
+
+def halving_words(halving: dict[str, Any]) -> str:
+    """'yes', 'no', or 'in progress' (a cell of the two is not complete yet)."""
+    return {True: "yes", False: "no", None: "in progress"}[halving["converged"]]
 
 
 def _section(text: str, columns: list[str], right: list[bool]) -> list[str]:
@@ -182,12 +190,17 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
         h = b["halving"]
         if h:
             cells = [interval_text(h["change"].get(k)) for k, _ in ROWS]
-            lines.append(f"| {e} | {h['from_epochs']} | " + " | ".join(cells) + f" | {'yes' if h['converged'] else 'no'} |")
+            lines.append(f"| {e} | {h['from_epochs']} | " + " | ".join(cells) + f" | {halving_words(h)} |")
     words = converged_words(analysis)
-    why = {"not measured yet": " (no budget has its half measured in this study)",
-           "none of the measured budgets": " (the longest still moved a row by more than "
-                                           f"{analysis['converged_change']} points when halved)"}  # fmt: skip
+    why = {"not measured yet": " (no complete budget has its half measured in this study)",
+           "none of the measured budgets": " (each halving decided so far moved a row by more than "
+                                           f"{analysis['converged_change']} points)"}  # fmt: skip
     lines += ["", f"Converged budget: **{words}**{why.get(words, '')}."]
+    running = [e for e, b in analysis["budgets"].items() if not b["complete"]]
+    if running:
+        lines += ["", f"In progress (fewer than {CELL_SEEDS} seeds of a row): {', '.join(running)} epochs. Their "
+                  "rows and contrasts are listed with the seeds finished so far and left out of the plot; their "
+                  "halving is not decided until both cells are complete."]  # fmt: skip
     lines += _section(
         "**Contrasts at each budget** (points, row minus row, paired; verdict: the interval excludes 0, or lies "
         f"inside ±{margin} (equivalent), else inconclusive).", contrasts, [False] * len(CONTRASTS))
@@ -225,10 +238,11 @@ def plot(analysis: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [int(e) for e in analysis["budgets"]]
+    complete = {e: b for e, b in analysis["budgets"].items() if b["complete"]}  # a cell in progress is not drawn
+    epochs = [int(e) for e in complete]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
     for i, (key, name) in enumerate(ROWS):
-        pts = [(int(e), b["rows"][key]) for e, b in analysis["budgets"].items() if key in b["rows"]]
+        pts = [(int(e), b["rows"][key]) for e, b in complete.items() if key in b["rows"]]
         if not pts:
             continue
         x = [e * (1 + 0.03 * (i - 1)) for e, _ in pts]  # nudged apart so the bars do not hide each other
@@ -236,7 +250,7 @@ def plot(analysis: dict[str, Any], path: Path) -> None:
         err = [0 if math.isnan(r["ci_low"]) else r["mean"] - r["ci_low"] for _, r in pts]
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{name} (n={pts[-1][1]['n']})")
     for i, (a, b) in enumerate(CONTRASTS):
-        pts = [(int(e), d["contrasts"][f"{a}-{b}"]) for e, d in analysis["budgets"].items()
+        pts = [(int(e), d["contrasts"][f"{a}-{b}"]) for e, d in complete.items()
                if "n" in d["contrasts"].get(f"{a}-{b}", {})]  # fmt: skip
         if not pts:
             continue
