@@ -96,6 +96,7 @@ def test_every_field_has_a_flag():
     "overrides, match",
     [
         (dict(batch_size=0), "batch_size must be a positive integer"),
+        (dict(eval_every=0), "eval_every must be a positive integer"),
         (dict(dataset="mnist"), "dataset must be one of"),
         (dict(amp="fp8"), "amp must be one of"),
         (dict(lr=-1.0), "lr must be > 0"),
