@@ -311,7 +311,8 @@ def _train_epochs(setup: _Setup, cfg: TrainConfig, ctx: DistContext) -> None:
                            cfg.progress, desc=f"val {tag}")  # fmt: skip
             row |= {"val_loss": val["loss"], "val_top1_err": val["top1_err"], "val_top5_err": val["top5_err"]}
         # A diverged epoch is never saved: last.pth keeps the last state that training can go on from.
-        check_finite_losses(tag, training=train["loss"], validation=row.get("val_loss", 0.0))
+        measured = {"validation": row["val_loss"]} if "val_loss" in row else {}
+        check_finite_losses(tag, training=train["loss"], **measured)
         check_finite_state(setup.net, setup.optimizer, ctx, tag)
         setup.history.append(row | {"epoch_time_s": time.perf_counter() - t0})
         with deferred_signals():  # a stop arriving now waits until the epoch's files are all written
