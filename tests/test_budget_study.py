@@ -79,6 +79,20 @@ def test_a_cell_in_progress_decides_no_halving_and_is_not_drawn(tmp_path):
     assert budget.analyse(budget.load_budgets(tmp_path))["budgets"]["192"]["halving"]["converged"] is None
 
 
+def test_a_cell_whose_runs_validated_on_different_epochs_says_its_run_times_mix(tmp_path):
+    write_budget(tmp_path, 48, {"resnet": FOUR, "se": FOUR, "aff3d": FOUR})
+    path = tmp_path / "e48" / "table1" / "results.json"
+    data = json.loads(path.read_text())
+    for r in data["records"]:  # seed 0 validated every epoch, the others every 8th and the last
+        r["history"] = [{"epoch": e} | ({"val_top1_err": 1.0} if r["seed"] == 0 or e % 8 == 0 else {})
+                        for e in range(1, 49)]  # fmt: skip
+    path.write_text(json.dumps(data))
+    analysis = budget.analyse(budget.load_budgets(tmp_path))
+    assert analysis["budgets"]["48"]["rows"]["se"]["validated_epochs"] == [6, 48]
+    assert "s / run at 48 epochs mixes runs validated on different numbers of epochs" in budget.render_markdown(
+        analysis, "test CPU")
+
+
 def test_a_study_with_no_halving_measured_says_so_rather_than_not_converged(tmp_path):
     write_budget(tmp_path, 48, {"resnet": FOUR, "se": FOUR, "aff3d": FOUR})
     text = budget.render_markdown(budget.analyse(budget.load_budgets(tmp_path)), "test CPU")

@@ -75,6 +75,13 @@ def _errors(runs: dict[int, dict[str, Any]]) -> dict[int, float]:
     return {s: float(r["final_val_top1_err"]) for s, r in runs.items()}
 
 
+def _validated(record: dict[str, Any]) -> int:
+    """How many epochs of the run were measured on the validation set (``eval_every``; a record without its
+    history counts as every epoch)."""
+    history = record.get("history")
+    return int(record["epochs"]) if history is None else sum("val_top1_err" in row for row in history)
+
+
 def _summary_dict(s: Summary | None) -> dict[str, float] | None:
     return None if s is None else {**s.to_dict(), "p": paired_p_value(s)}
 
@@ -90,7 +97,8 @@ def analyse(budgets: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> dict[st
             if key in rows:
                 errs = _errors(rows[key])
                 entry["rows"][key] = {**summarize(list(errs.values())).to_dict(), "seeds": sorted(errs),
-                                      "wall_time_s": sum(r["wall_time_s"] for r in rows[key].values()) / len(errs)}
+                                      "wall_time_s": sum(r["wall_time_s"] for r in rows[key].values()) / len(errs),
+                                      "validated_epochs": sorted({_validated(r) for r in rows[key].values()})}
         for a, b in CONTRASTS:
             if a in rows and b in rows:
                 d = paired_difference(_errors(rows[a]), _errors(rows[b]))
@@ -182,6 +190,11 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
                 "" if math.isnan(r["ci_low"]) else f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"))
         times = ", ".join(f"{b['rows'][k]['wall_time_s']:.0f}" if k in b["rows"] else "-" for k, _ in ROWS)
         lines.append(f"| {e} | " + " | ".join(cells) + f" | {times} |")
+    mixed = [e for e, b in analysis["budgets"].items()
+             if len({v for r in b["rows"].values() for v in r["validated_epochs"]}) > 1]  # fmt: skip
+    if mixed:
+        lines += ["", f"s / run at {', '.join(mixed)} epochs mixes runs validated on different numbers of epochs "
+                  "(`eval_every`; each row's `validated_epochs` in results.json): compare run times within one kind."]
     lines += _section(
         f"**Halving the budget.** Change of each row's error from E/2 to E epochs (paired by seed). A budget counts "
         f"as converged when no row's mean changes by more than {analysis['converged_change']} points.",
