@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..training.metrics import validated
 from .stats import (
     EQUIVALENCE_MARGIN,
     Summary,
@@ -79,7 +80,7 @@ def _validated(record: dict[str, Any]) -> int:
     """How many epochs of the run were measured on the validation set (``eval_every``; a record without its
     history counts as every epoch)."""
     history = record.get("history")
-    return int(record["epochs"]) if history is None else sum("val_top1_err" in row for row in history)
+    return int(record["epochs"]) if history is None else len(validated(history))
 
 
 def _summary_dict(s: Summary | None) -> dict[str, float] | None:

@@ -38,10 +38,10 @@ from ..training.metrics import validated
 
 FORMAT = 1
 # Config fields outside the budget's identity: the run's own name (model, seed, recorded per record), where
-# files go, and how fast it runs; ``eval_every`` only decides which epochs are measured (no weight depends on
-# it, and the last epoch, the one the tables use, always is). ``threads`` and the device change only how float sums round (a record
-# keeps both: ``threads``, ``machine``). ``workers`` changes the random draws themselves, so it is part of
-# the budget: the augmentation (random flips, crops) comes from each loader process's own generator, and
+# files go, and how fast it runs; ``eval_every`` only decides which epochs are measured (no weight depends
+# on it, and the last epoch, the one the tables use, always is). ``threads`` and the device change only how
+# float sums round (a record keeps both: ``threads``, ``machine``). ``workers`` changes the random draws
+# themselves, so it is part of the budget: the augmentation (random flips, crops) comes from each loader process's own generator, and
 # ``workers`` 0 and 2 train different weights, each repeating bit for bit.
 NOT_BUDGET = frozenset({
     "model", "model_kwargs", "seed", "output_dir", "run_name", "resume", "stop_after_epochs", "progress",
