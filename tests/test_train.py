@@ -265,6 +265,34 @@ def test_missing_data_stops_with_a_clear_error(tmp_path):
 # ----------------------------------------------------------------------------- speed options
 
 
+@pytest.mark.parametrize("model", ["resnet20_cifar", "se_resnet20_cifar", "aff3d_resnet20_cifar"])
+def test_channels_last_is_the_same_arithmetic(model):
+    """The memory layout changes only the order of the sums (other kernels): in float64 a training step's loss
+    and gradients match NCHW's to rounding, so runs of either layout sample one distribution of results."""
+    from torch_impl.models import create_model
+
+    torch.manual_seed(0)
+    nchw = create_model(model, num_classes=8).double().train()
+    nhwc = create_model(model, num_classes=8).double().train()
+    nhwc.load_state_dict(nchw.state_dict())
+    nhwc = nhwc.to(memory_format=torch.channels_last)
+    x, y = torch.randn(8, 3, 16, 16, dtype=torch.float64), torch.randint(0, 8, (8,))
+    losses = []
+    for net, images in ((nchw, x), (nhwc, x.contiguous(memory_format=torch.channels_last))):
+        loss = torch.nn.functional.cross_entropy(net(images), y)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-12)
+    for (name, a), b in zip(nchw.named_parameters(), nhwc.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_channels_last_runs_repeat_bit_for_bit():
+    a, b = run(**tiny(seed=3, channels_last=True)), run(**tiny(seed=3, channels_last=True))
+    assert weights_equal(a.model, b.model)
+    assert without_time(a.history) == without_time(b.history)
+
+
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_on_cpu(tmp_path, amp):
     result = run(**tiny(tmp_path, amp=amp, channels_last=True, epochs=1, steps_per_epoch=2))

@@ -40,6 +40,9 @@ ROWS = (("resnet", "plain"), ("se", "SE"), ("aff3d", "3D-AFF"))
 CONTRASTS = (("aff3d", "resnet"), ("aff3d", "se"), ("se", "resnet"))  # (row, minus row)
 CONVERGED_CHANGE = 0.5  # points of seed-mean error between a budget and its half
 CELL_SEEDS = 4  # a budget's cell is complete when every row has this many seeds; until then it is in progress
+# Budget keys besides the epochs in which the cells of one study may differ: the memory layout changes only the
+# order of the sums, as another CPU's kernels do (tests/test_train.py compares a float64 training step).
+ROUNDING_ONLY = {"channels_last": "the memory layout"}
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = Path("docs/results/experiments/budget")
 
@@ -64,6 +67,31 @@ def load_budgets(folder: Path) -> dict[int, dict[str, dict[int, dict[str, Any]]]
         raise ValueError(f"{folder}: records from {' and '.join(sorted(kinds))}; a study compares budgets on one "
                          "kind of device: give each its own folder (--out)")
     return dict(sorted(out.items()))
+
+
+def cell_budgets(folder: Path) -> dict[int, dict[str, Any]]:
+    """Each cell's budget (its results file's ``budget``, without the epochs), keyed by the epochs."""
+    out = {}
+    for path in sorted(Path(folder).glob("e*/table1/results.json")):
+        match = re.fullmatch(r"e(\d+)", path.parents[1].name)
+        if match:
+            out[int(match.group(1))] = {k: v for k, v in json.loads(path.read_text()).get("budget", {}).items()
+                                        if k != "epochs"}  # fmt: skip
+    return out
+
+
+def budget_differences(cells: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{key: {epochs: value}}`` for each budget key in which the cells differ. Only ``ROUNDING_ONLY`` keys may:
+    a study changes the epochs alone (ValueError otherwise)."""
+    keys = sorted({k for budget in cells.values() for k in budget})
+    differ = {k: {str(e): b.get(k) for e, b in cells.items()} for k in keys
+              if len({json.dumps(b.get(k), sort_keys=True) for b in cells.values()}) > 1}  # fmt: skip
+    other = [k for k in differ if k not in ROUNDING_ONLY]
+    if other:
+        raise ValueError(f"cells that differ in {', '.join(other)} besides the epochs: " + "; ".join(
+            f"{k}: " + ", ".join(f"{e} epochs {v!r}" for e, v in differ[k].items()) for k in other)
+            + f"; a study changes the epochs only (or {', '.join(ROUNDING_ONLY)}): give the others their own folder")
+    return differ
 
 
 def device_kind(record: dict[str, Any]) -> str:
@@ -196,6 +224,10 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
     if mixed:
         lines += ["", f"s / run at {', '.join(mixed)} epochs mixes runs validated on different numbers of epochs "
                   "(`eval_every`; each row's `validated_epochs` in results.json): compare run times within one kind."]
+    for key, values in analysis.get("differences", {}).items():
+        lines += ["", f"The cells differ in `{key}`, {ROUNDING_ONLY[key]} ("
+                  + "; ".join(f"{e} epochs: {v}" for e, v in values.items()) + "). It changes only the order of "
+                  "the sums, as another CPU's kernels do, so the cells form one study; their run times differ."]
     lines += _section(
         f"**Halving the budget.** Change of each row's error from E/2 to E epochs (paired by seed). A budget counts "
         f"as converged when no row's mean changes by more than {analysis['converged_change']} points.",
@@ -305,8 +337,10 @@ def study(folder: Path, twin_of: Path | None = None) -> dict[str, Any]:
     budgets = load_budgets(folder)
     if not budgets:
         raise ValueError(f"no budget results in {folder}: expected e<EPOCHS>/table1/results.json")
+    differences = budget_differences({e: b for e, b in cell_budgets(folder).items() if e in budgets})
     analysis = analyse(budgets)
     analysis["machine"] = machine_of(budgets)
+    analysis["differences"] = differences
     if twin_of is not None:
         reference = load_budgets(twin_of)
         if not reference:
