@@ -88,9 +88,11 @@ def budget_differences(cells: dict[int, dict[str, Any]]) -> dict[str, dict[str, 
               if len({json.dumps(b.get(k), sort_keys=True) for b in cells.values()}) > 1}  # fmt: skip
     other = [k for k in differ if k not in ROUNDING_ONLY]
     if other:
-        raise ValueError(f"cells that differ in {', '.join(other)} besides the epochs: " + "; ".join(
-            f"{k}: " + ", ".join(f"{e} epochs {v!r}" for e, v in differ[k].items()) for k in other)
-            + f"; a study changes the epochs only (or {', '.join(ROUNDING_ONLY)}): give the others their own folder")
+        raise ValueError(
+            f"cells that differ in {', '.join(other)} besides the epochs: "
+            + "; ".join(f"{k}: " + ", ".join(f"{e} epochs {v!r}" for e, v in differ[k].items()) for k in other)
+            + f"; a study changes the epochs only (or {', '.join(ROUNDING_ONLY)}): give the others their own folder"
+        )
     return differ
 
 
