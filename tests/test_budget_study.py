@@ -191,7 +191,7 @@ def test_the_committed_study_is_what_its_records_give(folder):
     again = budget.study(folder, None if twin_of is None else ROOT / twin_of)
     assert json.loads(json.dumps(again)) == committed
     assert budget.render_markdown(again, again["machine"]) == (folder / "results.md").read_text()
-    full = {e: rows for e, rows in budgets.items() if e in ((12, 24, 48) if folder == COMMITTED else (48, 96))}
+    full = {e: rows for e, rows in budgets.items() if e in ((12, 24, 48) if folder == COMMITTED else (48, 96, 192))}
     for rows in full.values():  # the finished cells have at least 4 paired seeds of each row
         assert {k: len(v) >= 4 for k, v in rows.items()} == {"resnet": True, "se": True, "aff3d": True}
 
