@@ -163,6 +163,15 @@ def test_the_seeds_a_half_point_interval_needs_come_from_the_spread_of_the_paire
     spread = summarize([0.0, 0.5, -1.0, 0.5]).std  # SE minus plain, seed by seed
     assert contrasts["se-resnet"]["seeds_for_margin"] == seeds_for_half_width(spread, 0.5) > 4
     assert contrasts["aff3d-resnet"]["seeds_for_margin"] == 2  # the same difference twice: no spread
+    # past the cap of seeds, the interval the cap reaches: t(0.975, 23) * spread / sqrt(24)
+    reached = scipy_stats.t.ppf(0.975, budget.SEED_CAP - 1) * spread / math.sqrt(budget.SEED_CAP)
+    assert contrasts["se-resnet"]["half_width_at_cap"] == pytest.approx(reached)
+    wide = {"resnet": [5.0, 6.0, 7.0, 8.0], "se": [8.0, 4.0, 9.0, 5.0], "aff3d": [5.0, 6.0, 7.0, 8.0]}
+    write_budget(tmp_path, 48, wide)  # SE minus plain: +3, -2, +2, -3 -> far more seeds than the cap
+    plan = budget.analyse(budget.load_budgets(tmp_path))["budgets"]["48"]["contrasts"]["se-resnet"]
+    assert plan["seeds_for_margin"] > budget.SEED_CAP
+    text = budget.render_markdown(budget.analyse(budget.load_budgets(tmp_path)), "test CPU")
+    assert f"| 48 | 2 | {plan['seeds_for_margin']} (±{plan['half_width_at_cap']:.2f} at 24) |" in text
 
 
 def test_two_studies_are_twins_only_where_every_row_agrees_within_the_margin(tmp_path):

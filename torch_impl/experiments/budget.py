@@ -33,12 +33,14 @@ from .stats import (
     paired_p_value,
     seeds_for_half_width,
     summarize,
+    t_quantile,
     verdict,
 )
 
 ROWS = (("resnet", "plain"), ("se", "SE"), ("aff3d", "3D-AFF"))
 CONTRASTS = (("aff3d", "resnet"), ("aff3d", "se"), ("se", "resnet"))  # (row, minus row)
 CONVERGED_CHANGE = 0.5  # points of seed-mean error between a budget and its half
+SEED_CAP = 24  # the most paired seeds the powered grids run per row; beyond it they report the interval reached
 CELL_SEEDS = 4  # a budget's cell is complete when every row has this many seeds; until then it is in progress
 # Budget keys besides the epochs in which the cells of one study may differ: the memory layout changes only the
 # order of the sums, as another CPU's kernels do (tests/test_train.py compares a float64 training step).
@@ -134,9 +136,12 @@ def analyse(budgets: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> dict[st
             if a in rows and b in rows:
                 d = paired_difference(_errors(rows[a]), _errors(rows[b]))
                 # the seeds a ±margin interval would need at this spread: the plan for the powered grids
-                need = seeds_for_half_width(d.std, EQUIVALENCE_MARGIN) if d is not None and d.n >= 2 else None
+                spread = d is not None and d.n >= 2
+                need = seeds_for_half_width(d.std, EQUIVALENCE_MARGIN) if spread else None
+                # where that is more than SEED_CAP: the half-width SEED_CAP seeds would reach at this spread
+                at_cap = t_quantile(0.95, SEED_CAP - 1) * d.std / math.sqrt(SEED_CAP) if spread else None
                 entry["contrasts"][f"{a}-{b}"] = {**(_summary_dict(d) or {}), "verdict": verdict(d),
-                                                  "seeds_for_margin": need}
+                                                  "seeds_for_margin": need, "half_width_at_cap": at_cap}
         half = budgets.get(epochs // 2) if epochs % 2 == 0 else None
         if half is not None:
             changes = {}
@@ -195,6 +200,14 @@ def converged_words(analysis: dict[str, Any]) -> str:
 def halving_words(halving: dict[str, Any]) -> str:
     """'yes', 'no', or 'in progress' (a cell of the two is not complete yet)."""
     return {True: "yes", False: "no", None: "in progress"}[halving["converged"]]
+
+
+def _plan_text(contrast: dict[str, Any]) -> str:
+    """'9', or '71 (±0.89 at 24)' where the seeds needed pass SEED_CAP; '' where no spread was measured."""
+    need = contrast.get("seeds_for_margin")
+    if need is None:
+        return ""
+    return str(need) if need <= SEED_CAP else f"{need} (±{contrast['half_width_at_cap']:.2f} at {SEED_CAP})"
 
 
 def _section(text: str, columns: list[str], right: list[bool]) -> list[str]:
@@ -260,11 +273,13 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
         lines.append(f"| {e} | " + " | ".join(cells) + " |")
     lines += _section(
         f"**Seeds a ±{margin}-point interval needs** at the spread of each contrast's paired differences "
-        "(a rough estimate: the spread itself comes from that budget's few seeds).", contrasts, [True] * len(CONTRASTS))
+        "(a rough estimate: the spread itself comes from that budget's few seeds); where that is more than "
+        f"{SEED_CAP}, the most the powered grids run, the half-width {SEED_CAP} seeds would reach.",
+        contrasts, [True] * len(CONTRASTS))  # fmt: skip
     for e, b in analysis["budgets"].items():
-        need = [(b["contrasts"].get(f"{a}-{c}") or {}).get("seeds_for_margin") for a, c in CONTRASTS]
-        if any(n is not None for n in need):
-            lines.append(f"| {e} | " + " | ".join("" if n is None else str(n) for n in need) + " |")
+        plans = [b["contrasts"].get(f"{a}-{c}") or {} for a, c in CONTRASTS]
+        if any(p.get("seeds_for_margin") is not None for p in plans):
+            lines.append(f"| {e} | " + " | ".join(_plan_text(p) for p in plans) + " |")
     if analysis.get("twin"):
         tw = analysis["twin"]
         lines += _section(
