@@ -224,7 +224,8 @@ WORDS_OF_HALVING = {"yes": "converged", "no": "not converged", "in progress": "i
 
 def budget_lines(study: dict) -> list[str]:
     """What a budget study found, in words: the converged budget, each halving, the contrasts at each budget,
-    and, for a study with a twin on another device, whether the two agree."""
+    how many of them exclude 0 against chance, and, for a study with a twin on another device, whether the two
+    agree."""
     from torch_impl.experiments.budget import converged_words, halving_words, interval_text
 
     def ci(d: dict) -> str:
@@ -243,6 +244,10 @@ def budget_lines(study: dict) -> list[str]:
     for epochs, b in study["budgets"].items():
         lines.append(f"  at {epochs} epochs{'' if b['complete'] else ' (in progress)'}: " + "; ".join(f"{c} {ci(d)} {d.get('verdict', '')}".rstrip()
                                                           for c, d in b["contrasts"].items() if "n" in d))
+    mc = study["multiple_comparisons"]
+    lines.append(f"  multiple comparisons: {mc['exclude_zero']} of the {mc['intervals']} intervals of complete cells "
+                 f"exclude 0 (about {mc['expected_by_chance']:.1f} would by chance alone); after Holm's correction: "
+                 + (", ".join(mc["holm"]) or "none"))
     for epochs, t in (study.get("twin") or {}).get("budgets", {}).items():
         lines.append(f"  twin at {epochs} epochs, this study minus {study['twin']['machine'].removeprefix('trained on ')}: "
                      + "; ".join(f"{k} {ci(d)} {d['verdict']}" for k, d in t["rows"].items())

@@ -174,6 +174,23 @@ def test_the_seeds_a_half_point_interval_needs_come_from_the_spread_of_the_paire
     assert f"| 48 | 2 | {plan['seeds_for_margin']} (±{plan['half_width_at_cap']:.2f} at 24) |" in text
 
 
+def test_the_report_counts_intervals_that_exclude_zero_against_chance_and_applies_holm(tmp_path):
+    plain = [5.0, 6.0, 7.0, 8.0]
+    rows = {"resnet": plain, "se": [e - 2.0 + d for e, d in zip(plain, (0.1, -0.1, 0.05, -0.05))],  # clearly lower
+            "aff3d": [e + d for e, d in zip(plain, (1.0, -1.2, 0.9, -0.8))]}  # fmt: skip
+    write_budget(tmp_path, 48, rows)
+    write_budget(tmp_path, 96, {"resnet": plain[:2], "se": plain[:2], "aff3d": plain[:2]})  # in progress: not counted
+    analysis = budget.analyse(budget.load_budgets(tmp_path))
+    mc = analysis["multiple_comparisons"]
+    p = {k: analysis["budgets"]["48"]["contrasts"][k]["p"] for k in ("aff3d-resnet", "aff3d-se", "se-resnet")}
+    assert (mc["intervals"], mc["expected_by_chance"]) == (3, pytest.approx(0.15))
+    assert mc["exclude_zero"] == sum(v < 0.05 for v in p.values()) >= 1
+    assert mc["holm"] == [f"48 epochs {k}" for k, keep in zip(p, holm(list(p.values()))) if keep]
+    assert "48 epochs se-resnet" in mc["holm"]
+    text = budget.render_markdown(analysis, "test CPU")
+    assert f"Multiple comparisons: of the 3 intervals of complete cells, {mc['exclude_zero']} exclude 0" in text
+
+
 def test_two_studies_are_twins_only_where_every_row_agrees_within_the_margin(tmp_path):
     here, there = tmp_path / "cpu", tmp_path / "gpu"
     write_budget(here, 24, {"resnet": [5.1, 6.0, 7.1, 8.0], "se": [5.0, 6.1, 7.0, 8.1], "aff3d": [4.0, 5.1, 6.0, 7.1]})

@@ -29,6 +29,7 @@ from ..training.metrics import validated
 from .stats import (
     EQUIVALENCE_MARGIN,
     Summary,
+    holm,
     paired_difference,
     paired_p_value,
     seeds_for_half_width,
@@ -159,7 +160,19 @@ def analyse(budgets: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> dict[st
         out["budgets"][str(epochs)] = entry
     converged = [int(e) for e, b in out["budgets"].items() if b["halving"] and b["halving"]["converged"]]
     out["converged_budget"] = min(converged) if converged else None
+    out["multiple_comparisons"] = multiple_comparisons(out["budgets"])
     return out
+
+
+def multiple_comparisons(cells: dict[str, dict[str, Any]], alpha: float = 0.05) -> dict[str, Any]:
+    """Over the contrasts of the complete cells: how many intervals exclude 0, how many would by chance alone
+    if no row differed (``alpha`` each), and which survive Holm's correction at family-wise ``alpha``."""
+    tests = {f"{e} epochs {k}": c for e, b in cells.items() if b["complete"]
+             for k, c in b["contrasts"].items() if not math.isnan(c.get("p", math.nan))}  # fmt: skip
+    survive = holm([c["p"] for c in tests.values()], alpha) if tests else []
+    return {"intervals": len(tests), "exclude_zero": sum(c["verdict"] in ("lower error", "higher error")
+                                                         for c in tests.values()),  # fmt: skip
+            "expected_by_chance": alpha * len(tests), "holm": [k for k, keep in zip(tests, survive) if keep]}
 
 
 def twin(study: dict[int, dict[str, dict[int, dict[str, Any]]]],
@@ -271,6 +284,12 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
             d = b["contrasts"].get(f"{a}-{c}")
             cells.append("" if not d or "n" not in d else f"{interval_text(d)} {d['verdict']}".strip())
         lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    mc = analysis["multiple_comparisons"]
+    if mc["intervals"]:
+        lines += ["", f"Multiple comparisons: of the {mc['intervals']} intervals of complete cells, "
+                  f"{mc['exclude_zero']} exclude 0, where about {mc['expected_by_chance']:.1f} would by chance alone "
+                  "if no row differed; after Holm's correction (family-wise 5 %): "
+                  + (", ".join(mc["holm"]) if mc["holm"] else "none excludes 0") + "."]  # fmt: skip
     lines += _section(
         f"**Seeds a ±{margin}-point interval needs** at the spread of each contrast's paired differences "
         "(a rough estimate: the spread itself comes from that budget's few seeds); where that is more than "
