@@ -134,21 +134,23 @@ def test_a_study_that_mixes_gpu_and_cpu_records_is_refused(tmp_path):
     assert budget.machine_of(budget.load_budgets(tmp_path)) == "trained on another CPU and test CPU"
 
 
-def test_cells_may_differ_in_the_memory_layout_and_in_nothing_else_but_the_epochs(tmp_path, capsys):
+def test_cells_may_differ_in_layout_and_compilation_and_in_nothing_else_but_the_epochs(tmp_path, capsys):
     rows = {"resnet": FOUR, "se": FOUR, "aff3d": FOUR}
-    for epochs, layout in ((48, False), (96, True)):
+    for epochs, layout, compiled in ((48, False, False), (96, True, False), (192, False, True)):
         write_budget(tmp_path, epochs, rows)
         path = tmp_path / f"e{epochs}" / "table1" / "results.json"
-        path.write_text(json.dumps({**json.loads(path.read_text()),
-                                    "budget": {"epochs": epochs, "lr": 0.01, "channels_last": layout}}))  # fmt: skip
+        path.write_text(json.dumps({**json.loads(path.read_text()), "budget": {
+            "epochs": epochs, "lr": 0.01, "channels_last": layout, "compile": compiled}}))  # fmt: skip
     analysis = budget.write_report(tmp_path)
-    assert analysis["differences"] == {"channels_last": {"48": False, "96": True}}
+    assert analysis["differences"] == {"channels_last": {"48": False, "96": True, "192": False},
+                                       "compile": {"48": False, "96": False, "192": True}}  # fmt: skip
     assert analysis["budgets"]["96"]["halving"]["converged"] is True  # paired across the two layouts
-    assert "The cells differ in `channels_last`, the memory layout (48 epochs: False; 96 epochs: True)" in (
-        tmp_path / "results.md").read_text()
-    path.write_text(json.dumps({**json.loads(path.read_text()), "budget": {"epochs": 96, "lr": 0.02}}))
+    text = (tmp_path / "results.md").read_text()
+    assert "The cells differ in `channels_last`, the memory layout (48 epochs: False; 96 epochs: True; 192" in text
+    assert "The cells differ in `compile`, torch.compile" in text
+    path.write_text(json.dumps({**json.loads(path.read_text()), "budget": {"epochs": 192, "lr": 0.02}}))
     assert budget.main(["--out", str(tmp_path)]) == 2
-    assert "error: cells that differ in lr besides the epochs: lr: 48 epochs 0.01, 96 epochs 0.02" in (
+    assert "error: cells that differ in lr besides the epochs: lr: 48 epochs 0.01, 96 epochs 0.01, 192 epochs 0.02" in (
         capsys.readouterr().err)
 
 

@@ -293,6 +293,40 @@ def test_channels_last_runs_repeat_bit_for_bit():
     assert without_time(a.history) == without_time(b.history)
 
 
+@pytest.mark.slow
+def test_torch_compile_is_the_same_arithmetic():
+    """Inductor fuses the operations into generated kernels, which changes only the order of the sums: a 3D-AFF
+    block's training step (its fast path as dynamo traces it) matches eager to rounding in float64."""
+    from torch_impl.models import create_model
+
+    torch.manual_seed(0)
+    eager = create_model("aff3d_resnet20_cifar", num_classes=8).layer1[0].double().train()
+    compiled = create_model("aff3d_resnet20_cifar", num_classes=8).layer1[0].double().train()
+    compiled.load_state_dict(eager.state_dict())
+    x = torch.randn(4, eager.conv1.in_channels, 8, 8, dtype=torch.float64)
+    outs = [net(x) for net in (eager, torch.compile(compiled))]
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-12, atol=1e-12)
+    for out in outs:
+        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum().backward()
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-9, atol=1e-12, msg=name)
+    for (name, a), b in zip(eager.named_buffers(), compiled.buffers()):  # the running statistics BN updates
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12, msg=name)
+
+
+@pytest.mark.slow
+def test_compiled_runs_repeat_bit_for_bit_and_resume(tmp_path):
+    full = run(**tiny(seed=3, compile=True, epochs=3, eval_every=2))
+    again = run(**tiny(seed=3, compile=True, epochs=3, eval_every=2))
+    first = run(**tiny(tmp_path, seed=3, compile=True, epochs=3, eval_every=2, stop_after_epochs=1, run_name="split"))
+    rest = run(resume=str(tmp_path / "split"))
+    assert first.history[-1]["epoch"] == 1 and rest.history[-1]["epoch"] == 3
+    assert weights_equal(full.model, again.model) and without_time(full.history) == without_time(again.history)
+    assert weights_equal(full.model, rest.model)
+    for a, b in zip(without_time(full.history), without_time(rest.history), strict=True):
+        assert {k: v for k, v in b.items() if k in a} == a  # the split also measured its stop epoch
+
+
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_on_cpu(tmp_path, amp):
     result = run(**tiny(tmp_path, amp=amp, channels_last=True, epochs=1, steps_per_epoch=2))

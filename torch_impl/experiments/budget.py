@@ -43,9 +43,9 @@ CONTRASTS = (("aff3d", "resnet"), ("aff3d", "se"), ("se", "resnet"))  # (row, mi
 CONVERGED_CHANGE = 0.5  # points of seed-mean error between a budget and its half
 SEED_CAP = 24  # the most paired seeds the powered grids run per row; beyond it they report the interval reached
 CELL_SEEDS = 4  # a budget's cell is complete when every row has this many seeds; until then it is in progress
-# Budget keys besides the epochs in which the cells of one study may differ: the memory layout changes only the
-# order of the sums, as another CPU's kernels do (tests/test_train.py compares a float64 training step).
-ROUNDING_ONLY = {"channels_last": "the memory layout"}
+# Budget keys besides the epochs in which the cells of one study may differ: they change only the order of the
+# sums, as another CPU's kernels do (tests/test_train.py compares float64 training steps with and without each).
+ROUNDING_ONLY = {"channels_last": "the memory layout", "compile": "torch.compile (the same operations in fused kernels)"}
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = Path("docs/results/experiments/budget")
 
@@ -80,7 +80,7 @@ def cell_budgets(folder: Path) -> dict[int, dict[str, Any]]:
         if match:
             out[int(match.group(1))] = {k: v for k, v in json.loads(path.read_text()).get("budget", {}).items()
                                         if k != "epochs"}  # fmt: skip
-    return out
+    return dict(sorted(out.items()))
 
 
 def budget_differences(cells: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
