@@ -45,7 +45,10 @@ SEED_CAP = 24  # the most paired seeds the powered grids run per row; beyond it 
 CELL_SEEDS = 4  # a budget's cell is complete when every row has this many seeds; until then it is in progress
 # Budget keys besides the epochs in which the cells of one study may differ: they change only the order of the
 # sums, as another CPU's kernels do (tests/test_train.py compares float64 training steps with and without each).
-ROUNDING_ONLY = {"channels_last": "the memory layout", "compile": "torch.compile (the same operations in fused kernels)"}
+ROUNDING_ONLY = {
+    "channels_last": "the memory layout",
+    "compile": "torch.compile (the same operations in fused kernels)",
+}
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = Path("docs/results/experiments/budget")
 
