@@ -22,6 +22,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,21 +54,28 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = Path("docs/results/experiments/budget")
 
 
+def _cells(folder: Path) -> Iterator[tuple[int, Path, dict[str, Any]]]:
+    """``(epochs, path, results)`` for each ``folder/e<E>/table1/results.json``, by increasing epochs."""
+    found = []
+    for path in Path(folder).glob("e*/table1/results.json"):
+        match = re.fullmatch(r"e(\d+)", path.parents[1].name)
+        if match:
+            found.append((int(match.group(1)), path))
+    for epochs, path in sorted(found):
+        yield epochs, path, json.loads(path.read_text())
+
+
 def load_budgets(folder: Path) -> dict[int, dict[str, dict[int, dict[str, Any]]]]:
     """``{epochs: {row_key: {seed: record}}}`` from ``folder/e<E>/table1/results.json``."""
     out: dict[int, dict[str, dict[int, dict[str, Any]]]] = {}
-    for path in sorted(Path(folder).glob("e*/table1/results.json")):
-        match = re.fullmatch(r"e(\d+)", path.parents[1].name)
-        if not match:
-            continue
-        data = json.loads(path.read_text())
+    for epochs, path, data in _cells(folder):
         rows: dict[str, dict[int, dict[str, Any]]] = {}
         for r in data["records"]:
-            if int(r["epochs"]) != int(match.group(1)):
-                raise ValueError(f"{path}: a record of {r['epochs']} epochs in the folder of {match.group(1)}")
+            if int(r["epochs"]) != epochs:
+                raise ValueError(f"{path}: a record of {r['epochs']} epochs in the folder of {epochs}")
             rows.setdefault(r["row_key"], {})[int(r["seed"])] = r
         if rows:  # a runner writes its results file before the first run of the budget has finished
-            out[int(match.group(1))] = rows
+            out[epochs] = rows
     kinds = {device_kind(r) for rows in out.values() for runs in rows.values() for r in runs.values()}
     if len(kinds) > 1:  # a budget's change is paired seed by seed: both runs of a pair must share the kernels
         raise ValueError(f"{folder}: records from {' and '.join(sorted(kinds))}; a study compares budgets on one "
@@ -77,13 +85,8 @@ def load_budgets(folder: Path) -> dict[int, dict[str, dict[int, dict[str, Any]]]
 
 def cell_budgets(folder: Path) -> dict[int, dict[str, Any]]:
     """Each cell's budget (its results file's ``budget``, without the epochs), keyed by the epochs."""
-    out = {}
-    for path in sorted(Path(folder).glob("e*/table1/results.json")):
-        match = re.fullmatch(r"e(\d+)", path.parents[1].name)
-        if match:
-            out[int(match.group(1))] = {k: v for k, v in json.loads(path.read_text()).get("budget", {}).items()
-                                        if k != "epochs"}  # fmt: skip
-    return dict(sorted(out.items()))
+    return {epochs: {k: v for k, v in data.get("budget", {}).items() if k != "epochs"}
+            for epochs, _, data in _cells(folder)}  # fmt: skip
 
 
 def budget_differences(cells: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -173,9 +176,9 @@ def multiple_comparisons(cells: dict[str, dict[str, Any]], alpha: float = 0.05) 
     tests = {f"{e} epochs {k}": c for e, b in cells.items() if b["complete"]
              for k, c in b["contrasts"].items() if not math.isnan(c.get("p", math.nan))}  # fmt: skip
     survive = holm([c["p"] for c in tests.values()], alpha) if tests else []
-    return {"intervals": len(tests), "exclude_zero": sum(c["verdict"] in ("lower error", "higher error")
-                                                         for c in tests.values()),  # fmt: skip
-            "expected_by_chance": alpha * len(tests), "holm": [k for k, keep in zip(tests, survive) if keep]}
+    excluding = sum(c["verdict"] in ("lower error", "higher error") for c in tests.values())
+    return {"intervals": len(tests), "exclude_zero": excluding, "expected_by_chance": alpha * len(tests),
+            "holm": [k for k, keep in zip(tests, survive) if keep]}
 
 
 def twin(study: dict[int, dict[str, dict[int, dict[str, Any]]]],
