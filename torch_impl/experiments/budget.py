@@ -27,22 +27,23 @@ from pathlib import Path
 from typing import Any
 
 from ..training.metrics import validated
+from .grids import MAIN_CONTRASTS as CONTRASTS
+from .grids import MAIN_ROWS
 from .stats import (
     EQUIVALENCE_MARGIN,
+    SEED_CAP,
     Summary,
-    holm,
+    comparisons_words,
+    interval_plan,
+    multiple_comparisons,
     paired_difference,
     paired_p_value,
-    seeds_for_half_width,
     summarize,
-    t_quantile,
     verdict,
 )
 
-ROWS = (("resnet", "plain"), ("se", "SE"), ("aff3d", "3D-AFF"))
-CONTRASTS = (("aff3d", "resnet"), ("aff3d", "se"), ("se", "resnet"))  # (row, minus row)
+ROWS = tuple(MAIN_ROWS.items())  # (key, short name) of the three rows the study trains
 CONVERGED_CHANGE = 0.5  # points of seed-mean error between a budget and its half
-SEED_CAP = 24  # the most paired seeds the powered grids run per row; beyond it they report the interval reached
 CELL_SEEDS = 4  # a budget's cell is complete when every row has this many seeds; until then it is in progress
 # Budget keys besides the epochs in which the cells of one study may differ: they change only the order of the
 # sums, as another CPU's kernels do (tests/test_train.py compares float64 training steps with and without each).
@@ -130,6 +131,7 @@ def analyse(budgets: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> dict[st
     """Per budget: each row's error, the three contrasts; per budget with its half measured: each row's
     change (paired by seed) and whether the budget counts as converged."""
     out: dict[str, Any] = {"converged_change": CONVERGED_CHANGE, "margin": EQUIVALENCE_MARGIN, "budgets": {}}
+    tests: dict[str, Summary | None] = {}  # the contrasts of the complete cells, for the multiple comparisons
     for epochs, rows in budgets.items():
         complete = all(len(rows.get(key, {})) >= CELL_SEEDS for key, _ in ROWS)
         entry: dict[str, Any] = {"rows": {}, "contrasts": {}, "halving": None, "complete": complete}
@@ -142,13 +144,14 @@ def analyse(budgets: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> dict[st
         for a, b in CONTRASTS:
             if a in rows and b in rows:
                 d = paired_difference(_errors(rows[a]), _errors(rows[b]))
-                # the seeds a ±margin interval would need at this spread: the plan for the powered grids
-                spread = d is not None and d.n >= 2
-                need = seeds_for_half_width(d.std, EQUIVALENCE_MARGIN) if spread else None
-                # where that is more than SEED_CAP: the half-width SEED_CAP seeds would reach at this spread
-                at_cap = t_quantile(0.95, SEED_CAP - 1) * d.std / math.sqrt(SEED_CAP) if spread else None
+                # the seeds a ±margin interval would need at this spread (the plan for the powered grids), and
+                # where that is more than SEED_CAP, the half-width SEED_CAP seeds would reach
+                plan = interval_plan(d) if d is not None else {}
                 entry["contrasts"][f"{a}-{b}"] = {**(_summary_dict(d) or {}), "verdict": verdict(d),
-                                                  "seeds_for_margin": need, "half_width_at_cap": at_cap}
+                                                  "seeds_for_margin": plan.get("seeds_for_margin"),
+                                                  "half_width_at_cap": plan.get("half_width_at_cap")}
+                if complete:
+                    tests[f"{epochs} epochs {a}-{b}"] = d
         half = budgets.get(epochs // 2) if epochs % 2 == 0 else None
         if half is not None:
             changes = {}
@@ -166,19 +169,8 @@ def analyse(budgets: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> dict[st
         out["budgets"][str(epochs)] = entry
     converged = [int(e) for e, b in out["budgets"].items() if b["halving"] and b["halving"]["converged"]]
     out["converged_budget"] = min(converged) if converged else None
-    out["multiple_comparisons"] = multiple_comparisons(out["budgets"])
+    out["multiple_comparisons"] = multiple_comparisons(tests)
     return out
-
-
-def multiple_comparisons(cells: dict[str, dict[str, Any]], alpha: float = 0.05) -> dict[str, Any]:
-    """Over the contrasts of the complete cells: how many intervals exclude 0, how many would by chance alone
-    if no row differed (``alpha`` each), and which survive Holm's correction at family-wise ``alpha``."""
-    tests = {f"{e} epochs {k}": c for e, b in cells.items() if b["complete"]
-             for k, c in b["contrasts"].items() if not math.isnan(c.get("p", math.nan))}  # fmt: skip
-    survive = holm([c["p"] for c in tests.values()], alpha) if tests else []
-    excluding = sum(c["verdict"] in ("lower error", "higher error") for c in tests.values())
-    return {"intervals": len(tests), "exclude_zero": excluding, "expected_by_chance": alpha * len(tests),
-            "holm": [k for k, keep in zip(tests, survive) if keep]}
 
 
 def twin(study: dict[int, dict[str, dict[int, dict[str, Any]]]],
@@ -292,10 +284,7 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
         lines.append(f"| {e} | " + " | ".join(cells) + " |")
     mc = analysis["multiple_comparisons"]
     if mc["intervals"]:
-        lines += ["", f"Multiple comparisons: of the {mc['intervals']} intervals of complete cells, "
-                  f"{mc['exclude_zero']} exclude 0, where about {mc['expected_by_chance']:.1f} would by chance alone "
-                  "if no row differed; after Holm's correction (family-wise 5 %): "
-                  + (", ".join(mc["holm"]) if mc["holm"] else "none excludes 0") + "."]  # fmt: skip
+        lines += ["", "Multiple comparisons: " + comparisons_words(mc, "intervals of complete cells")]
     lines += _section(
         f"**Seeds a ±{margin}-point interval needs** at the spread of each contrast's paired differences "
         "(a rough estimate: the spread itself comes from that budget's few seeds); where that is more than "

@@ -128,6 +128,12 @@ def _baselines_grid() -> Grid:
     return Grid("table6", f"Table 6 (ResNet-50 rows): {TABLE6.caption}", rows, baseline="resnet")
 
 
+# The comparisons the project's question rests on, (row, minus row) by key: what 3D-AFF adds to the plain
+# network and to SE (its channel branch alone), and what SE adds. A grid holding all three rows reports them
+# with the seeds they need; the budget study measures them at each budget.
+MAIN_CONTRASTS = (("aff3d", "resnet"), ("aff3d", "se"), ("se", "resnet"))
+MAIN_ROWS = {"resnet": "plain", "se": "SE", "aff3d": "3D-AFF"}  # their rows' short names in reports
+
 GRIDS: dict[str, Grid] = {
     g.name: g
     for g in (

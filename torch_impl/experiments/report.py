@@ -17,8 +17,20 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .grids import Grid, get_grid
-from .stats import Summary, paired_difference, slope, summarize, verdict
+from .grids import MAIN_CONTRASTS, MAIN_ROWS, Grid, get_grid
+from .stats import (
+    EFFECT_OF_INTEREST,
+    EQUIVALENCE_MARGIN,
+    SEED_CAP,
+    Summary,
+    comparisons_words,
+    interval_plan,
+    multiple_comparisons,
+    paired_difference,
+    slope,
+    summarize,
+    verdict,
+)
 from .store import LAST_EPOCHS
 
 
@@ -73,6 +85,58 @@ def row_statistics(grid: Grid, data: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _errors(runs: dict[int, dict[str, Any]]) -> dict[int, float]:
+    return {s: r["final_val_top1_err"] for s, r in runs.items()}
+
+
+def main_contrasts(grid: Grid, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``MAIN_CONTRASTS`` whose two rows have records in this grid: the paired difference ("diff"), and
+    what its spread asks of the seeds (``stats.interval_plan``)."""
+    by_row = _by_row(data["records"])
+    out = []
+    for a, b in MAIN_CONTRASTS:
+        if a in by_row and b in by_row and {a, b} <= {r.key for r in grid.rows}:
+            d = paired_difference(_errors(by_row[a]), _errors(by_row[b]))
+            if d is not None:
+                out.append({"key": f"{a}-{b}", "name": f"{MAIN_ROWS[a]} − {MAIN_ROWS[b]}", "diff": d,
+                            **interval_plan(d)})
+    return out
+
+
+def _network(runs: dict[int, dict[str, Any]]) -> str:
+    """What a row's records trained, whatever grid or row name they carry."""
+    r = next(iter(runs.values()))
+    return r["model"] + json.dumps(r["model_kwargs"], sort_keys=True)
+
+
+def grid_tests(grid: Grid, data: dict[str, Any]) -> dict[frozenset[str], tuple[str, Summary]]:
+    """The grid's paired intervals, (name, difference): each row against the baseline, and the main contrasts
+    that are not among those. Keyed by the two networks compared, so that a pair two grids share counts once."""
+    by_row = _by_row(data["records"])
+    base = grid.row(grid.baseline).symbol
+    tests = {frozenset((_network(by_row[s["key"]]), _network(by_row[grid.baseline]))): (f"{s['symbol']} − {base}",
+                                                                                          s["paired"])
+             for s in row_statistics(grid, data) if s["paired"] is not None}  # fmt: skip
+    for c in main_contrasts(grid, data):
+        a, b = c["key"].split("-")
+        tests.setdefault(frozenset((_network(by_row[a]), _network(by_row[b]))), (c["name"], c["diff"]))
+    return tests
+
+
+def grid_comparisons(grid: Grid, data: dict[str, Any]) -> dict[str, Any]:
+    """``stats.multiple_comparisons`` over the grid's intervals (``grid_tests``)."""
+    return multiple_comparisons(dict(grid_tests(grid, data).values()))
+
+
+def _plan_cells(c: dict[str, Any]) -> str:
+    """'seeds for ±margin | power' cells of a main contrast."""
+    need = c["seeds_for_margin"]
+    if need is None:
+        return " | "
+    seeds = str(need) if need <= SEED_CAP else f"{need} (±{c['half_width_at_cap']:.2f} at {SEED_CAP})"
+    return f"{seeds} | " + ("" if c["power"] is None else f"{c['power']:.2f}")
+
+
 def _ci(s: Summary | None, digits: int = 2, baseline: str = "(baseline)") -> str:
     """A paired difference with its interval, signed; ``baseline`` for the baseline row itself."""
     if s is None:
@@ -118,9 +182,30 @@ def render_markdown(grid: Grid, data: dict[str, Any], curves_name: str = "curves
         "they are beside ours for the *direction and size of the differences*, not the level (our task is a "
         "different, easier data set at a much smaller budget).",
         "",
-        "Verdict: 'lower error' / 'higher error' when the paired interval excludes 0, 'equivalent within ±0.5' when "
-        "it lies inside ±0.5 points, else 'inconclusive'. With this many comparisons a few intervals exclude 0 by "
-        "chance alone (5 % each when nothing differs).",
+        f"Verdict: 'lower error' / 'higher error' when the paired interval excludes 0, 'equivalent within "
+        f"±{EQUIVALENCE_MARGIN}' when it lies inside ±{EQUIVALENCE_MARGIN} points, else 'inconclusive'.",
+    ]
+    contrasts = main_contrasts(grid, data)
+    if contrasts:
+        lines += [
+            "",
+            f"**The main contrasts** (row minus row, paired by seed). Seeds for ±{EQUIVALENCE_MARGIN}: the seeds a "
+            f"95 % interval of ±{EQUIVALENCE_MARGIN} points needs at the spread of these paired differences; where "
+            f"that is more than {SEED_CAP}, the most these grids run, the half-width {SEED_CAP} seeds reach. Power: "
+            f"the chance that an interval over these seeds excludes 0 if the true difference is "
+            f"{EFFECT_OF_INTEREST:g} point. Both rest on the spread these seeds measured.",
+            "",
+            f"| contrast | seeds | Δ, pp [95 % CI] | verdict | seeds for ±{EQUIVALENCE_MARGIN} | "
+            f"power for {EFFECT_OF_INTEREST:g} pp |",
+            "|---|---:|---:|---|---:|---:|",
+        ]
+        for c in contrasts:
+            lines.append(f"| {c['name']} | {c['diff'].n} | {_ci(c['diff'])} | {verdict(c['diff'])} | "
+                         f"{_plan_cells(c)} |")
+    mc = grid_comparisons(grid, data)
+    if mc["intervals"]:
+        lines += ["", "Multiple comparisons: " + comparisons_words(mc)]
+    lines += [
         "",
         f"Slope: of the seed-mean validation top-1 error over the last {LAST_EPOCHS} epochs, least squares. It "
         "describes the end of the curve and tests nothing: the cosine schedule decays the learning rate to zero, so "
@@ -146,17 +231,24 @@ def summary_table(out: Path) -> str:
     interval and verdict, and the final slope. README shows it verbatim (a test holds them equal)."""
     lines = ["| paper table | row | seeds | top-1 error, % [95 % CI] | Δ vs baseline, pp [95 % CI] | verdict | "
              "slope, last 3 epochs (pp/epoch) |", "|---|---|---:|---:|---:|---|---:|"]
+    tests: dict[frozenset[str], tuple[str, Summary]] = {}
     for name, tables in SUMMARY_GRIDS:
         path = Path(out) / name / "results.json"
         if not path.exists():
             continue
-        grid = get_grid(name)
-        for s in row_statistics(grid, json.loads(path.read_text())):
+        grid, data = get_grid(name), json.loads(path.read_text())
+        for s in row_statistics(grid, data):
             t1 = s["top1"]
             ci = "" if math.isnan(t1.half_width) else f" [{t1.low:.1f}, {t1.high:.1f}]"
             diff = _ci(s["paired"], digits=1, baseline=f"baseline of Table {tables}")
             lines.append(f"| {tables} | {s['symbol']} | {t1.n} | {t1.mean:.1f}{ci} | {diff} | "
                          f"{verdict(s['paired'])} | {s['final_slope']:+.2f} |")
+        for pair, (name, d) in grid_tests(grid, data).items():
+            tests.setdefault(pair, (f"{name} (Table {tables})", d))
+    mc = multiple_comparisons(dict(tests.values()))
+    if mc["intervals"]:
+        lines += ["", "Multiple comparisons over these grids, with the main contrasts of their results pages (a pair "
+                  "of networks two grids compare counts once): " + comparisons_words(mc)]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

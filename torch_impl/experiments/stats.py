@@ -78,6 +78,8 @@ def slope(ys: Sequence[float], xs: Sequence[float] | None = None) -> float:
 # ----------------------------------------------------------------------------- verdicts and power
 
 EQUIVALENCE_MARGIN = 0.5  # percentage points: "equivalent" needs the whole interval inside +-this
+SEED_CAP = 24  # the most paired seeds the powered grids run per row; beyond it they report the interval reached
+EFFECT_OF_INTEREST = 1.0  # percentage points: the size of difference the grids should be able to see (power)
 
 
 def verdict(s: Summary | None, margin: float = EQUIVALENCE_MARGIN) -> str:
@@ -137,3 +139,36 @@ def paired_p_value(s: Summary) -> float:
         return 0.0 if s.mean else 1.0
     t = s.mean / (s.std / math.sqrt(s.n))
     return float(2 * _scipy_stats.t.sf(abs(t), s.n - 1))
+
+
+def interval_plan(d: Summary, margin: float = EQUIVALENCE_MARGIN, cap: int = SEED_CAP,
+                  effect: float = EFFECT_OF_INTEREST) -> dict[str, float | int | None]:
+    """What the spread of a paired difference ``d`` asks of the seeds: ``seeds_for_margin``, the seeds a
+    ±``margin`` interval needs; ``half_width_at_cap``, the half-width ``cap`` seeds reach; ``power``, the
+    chance that ``d.n`` seeds exclude 0 when the true difference is ``effect``. None where ``d`` measured no
+    spread (one seed); with a spread of 0, any two seeds give an interval of width 0, and power is undefined."""
+    if d.n < 2 or math.isnan(d.std):
+        return {"seeds_for_margin": None, "half_width_at_cap": None, "power": None}
+    return {"seeds_for_margin": seeds_for_half_width(d.std, margin),
+            "half_width_at_cap": t_quantile(0.95, cap - 1) * d.std / math.sqrt(cap),
+            "power": power(effect, d.std, d.n) if d.std > 0 else None}
+
+
+def multiple_comparisons(tests: Mapping[str, Summary | None], alpha: float = 0.05) -> dict[str, object]:
+    """Over named paired differences with an interval: how many intervals exclude 0, how many would by
+    chance alone if nothing differed (``alpha`` each), and which survive Holm's correction at family-wise
+    ``alpha``."""
+    kept = {k: s for k, s in tests.items() if s is not None and not math.isnan(paired_p_value(s))}
+    survive = holm([paired_p_value(s) for s in kept.values()], alpha) if kept else []
+    excluding = sum(verdict(s) in ("lower error", "higher error") for s in kept.values())
+    return {"intervals": len(kept), "exclude_zero": excluding, "expected_by_chance": alpha * len(kept),
+            "holm": [k for k, keep in zip(kept, survive) if keep]}
+
+
+def comparisons_words(mc: Mapping[str, object], intervals: str = "intervals") -> str:
+    """``multiple_comparisons`` in one sentence: the intervals excluding 0 against chance, and Holm's survivors."""
+    holm_kept = ", ".join(mc["holm"]) if mc["holm"] else "none excludes 0"
+    verb = "excludes" if mc["exclude_zero"] == 1 else "exclude"
+    return (f"of the {mc['intervals']} {intervals}, {mc['exclude_zero']} {verb} 0, where about "
+            f"{mc['expected_by_chance']:.1f} would by chance alone if no row differed; after Holm's correction "
+            f"(family-wise 5 %): {holm_kept}.")
