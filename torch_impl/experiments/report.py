@@ -225,27 +225,41 @@ SUMMARY_GRIDS = (("table1", "1, 2"), ("table3_4", "3, 4"), ("table5", "5"), ("ta
 SUMMARY_FILE = "summary.md"
 
 
+def committed_grids(out: Path) -> list[tuple[str, Grid, dict[str, Any]]]:
+    """``(tables, grid, results)`` of the summary's grids that have a results file in ``out``."""
+    found = []
+    for name, tables in SUMMARY_GRIDS:
+        path = Path(out) / name / "results.json"
+        if path.exists():
+            found.append((tables, get_grid(name), json.loads(path.read_text())))
+    return found
+
+
+def grids_comparisons(grids: list[tuple[str, Grid, dict[str, Any]]]) -> dict[str, Any]:
+    """``stats.multiple_comparisons`` over the intervals of several grids, ``(tables, grid, results)`` each (see
+    ``grid_tests``): a pair of networks two grids compare counts once, under the first grid's name."""
+    tests: dict[frozenset[str], tuple[str, Summary]] = {}
+    for tables, grid, data in grids:
+        for pair, (name, d) in grid_tests(grid, data).items():
+            tests.setdefault(pair, (f"{name} (Table {tables})", d))
+    return multiple_comparisons(dict(tests.values()))
+
+
 def summary_table(out: Path) -> str:
     """One markdown table over the grids' committed results in ``out``: per row the seeds, the mean
     final top-1 error with its 95 % interval, the paired difference to the grid's baseline with its
     interval and verdict, and the final slope. README shows it verbatim (a test holds them equal)."""
     lines = ["| paper table | row | seeds | top-1 error, % [95 % CI] | Δ vs baseline, pp [95 % CI] | verdict | "
              "slope, last 3 epochs (pp/epoch) |", "|---|---|---:|---:|---:|---|---:|"]
-    tests: dict[frozenset[str], tuple[str, Summary]] = {}
-    for name, tables in SUMMARY_GRIDS:
-        path = Path(out) / name / "results.json"
-        if not path.exists():
-            continue
-        grid, data = get_grid(name), json.loads(path.read_text())
+    grids = committed_grids(out)
+    for tables, grid, data in grids:
         for s in row_statistics(grid, data):
             t1 = s["top1"]
             ci = "" if math.isnan(t1.half_width) else f" [{t1.low:.1f}, {t1.high:.1f}]"
             diff = _ci(s["paired"], digits=1, baseline=f"baseline of Table {tables}")
             lines.append(f"| {tables} | {s['symbol']} | {t1.n} | {t1.mean:.1f}{ci} | {diff} | "
                          f"{verdict(s['paired'])} | {s['final_slope']:+.2f} |")
-        for pair, (name, d) in grid_tests(grid, data).items():
-            tests.setdefault(pair, (f"{name} (Table {tables})", d))
-    mc = multiple_comparisons(dict(tests.values()))
+    mc = grids_comparisons(grids)
     if mc["intervals"]:
         lines += ["", "Multiple comparisons over these grids, with the main contrasts of their results pages (a pair "
                   "of networks two grids compare counts once): " + comparisons_words(mc)]  # fmt: skip
