@@ -219,14 +219,20 @@ def budget_study(results_dir: str | Path = RESULTS, folder: str = "budget") -> d
     return json.loads(path.read_text())
 
 
-WORDS_OF_HALVING = {"yes": "converged", "no": "not converged", "in progress": "in progress, not decided"}
+def halving_phrase(halving: dict) -> str:
+    """``budget.halving_words`` as a phrase: 'converged', 'not converged: still falling', 'in progress, ...'."""
+    from torch_impl.experiments.budget import halving_words
+
+    words = halving_words(halving)
+    named = {"yes": "converged", "in progress": "in progress, not decided"}
+    return named.get(words, words.replace("no:", "not converged:", 1))
 
 
 def budget_lines(study: dict) -> list[str]:
     """What a budget study found, in words: the converged budget, each halving, the contrasts at each budget,
     how many of them exclude 0 against chance, and, for a study with a twin on another device, whether the two
     agree."""
-    from torch_impl.experiments.budget import converged_words, halving_words, interval_text
+    from torch_impl.experiments.budget import converged_words, interval_text
 
     def ci(d: dict) -> str:
         return f"{interval_text(d).removesuffix(' (1 seed)')} (n={d['n']})"
@@ -240,7 +246,7 @@ def budget_lines(study: dict) -> list[str]:
                          + ("change over the seeds finished so far " if so_far else "every row's change ")
                          + ", ".join(f"{k} {c['mean']:+.2f}" + (f" (n={c['n']})" if so_far else "")
                                      for k, c in h["change"].items())
-                         + f" points: {WORDS_OF_HALVING[halving_words(h)]}")
+                         + f" points: {halving_phrase(h)}")
     for epochs, b in study["budgets"].items():
         lines.append(f"  at {epochs} epochs{'' if b['complete'] else ' (in progress)'}: " + "; ".join(f"{c} {ci(d)} {d.get('verdict', '')}".rstrip()
                                                           for c, d in b["contrasts"].items() if "n" in d))

@@ -272,3 +272,18 @@ def test_holm_steps_down_and_stops_at_the_first_failure():
     assert holm([0.01, 0.04, 0.03]) == [True, False, False]  # 0.01 <= 0.05/3; 0.03 > 0.05/2 stops
     assert holm([0.001, 0.02, 0.04]) == [True, True, True]  # 0.001 <= 0.05/3, 0.02 <= 0.05/2, 0.04 <= 0.05
     assert holm([0.5, 0.2]) == [False, False]
+
+
+def test_a_halving_that_fails_says_whether_the_error_still_falls_or_the_seeds_cannot_tell(tmp_path):
+    base = {"resnet": [5.0, 6.0, 7.0, 8.0], "se": [5.0, 6.0, 7.0, 8.0], "aff3d": [5.0, 6.0, 7.0, 8.0]}
+    write_budget(tmp_path, 24, base)
+    # plain's mean moves by -1.0, but its seeds disagree (-3, +1, -3, +1): the interval spans 0
+    write_budget(tmp_path, 48, {**base, "resnet": [2.0, 7.0, 4.0, 9.0]})
+    # 96: plain falls by 1 point in every seed, a fall the interval shows; 192: SE rises in every seed
+    write_budget(tmp_path, 96, {**base, "resnet": [1.0, 6.0, 3.0, 8.0]})
+    write_budget(tmp_path, 192, {**base, "resnet": [1.0, 6.0, 3.0, 8.0], "se": [6.0, 7.0, 8.0, 9.0]})
+    analysis = budget.write_report(tmp_path)
+    words = {e: budget.halving_words(b["halving"]) for e, b in analysis["budgets"].items() if b["halving"]}
+    assert words == {"48": "no: by the means alone", "96": "no: still falling", "192": "no: rising"}
+    assert "| 48 | 24 | -1.00 [" in (tmp_path / "results.md").read_text()
+    assert " | no: by the means alone |" in (tmp_path / "results.md").read_text()

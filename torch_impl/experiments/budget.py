@@ -209,8 +209,19 @@ def converged_words(analysis: dict[str, Any]) -> str:
 
 
 def halving_words(halving: dict[str, Any]) -> str:
-    """'yes', 'no', or 'in progress' (a cell of the two is not complete yet)."""
-    return {True: "yes", False: "no", None: "in progress"}[halving["converged"]]
+    """'yes'; 'in progress' (a cell of the two is not complete yet); or why not: 'no: still falling' where a row's
+    change has its interval below 0, 'no: rising' where above, else 'no: by the means alone' (a mean moved by more
+    than the threshold, its interval spans 0: the seeds cannot tell a fall from noise)."""
+    if halving["converged"] is None:
+        return "in progress"
+    if halving["converged"]:
+        return "yes"
+    changes = halving["change"].values()
+    if any(c["ci_high"] < 0 for c in changes):
+        return "no: still falling"
+    if any(c["ci_low"] > 0 for c in changes):
+        return "no: rising"
+    return "no: by the means alone"
 
 
 def _plan_text(contrast: dict[str, Any]) -> str:
@@ -256,7 +267,10 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
                   "the sums, as another CPU's kernels do, so the cells form one study; their run times differ."]
     lines += _section(
         f"**Halving the budget.** Change of each row's error from E/2 to E epochs (paired by seed). A budget counts "
-        f"as converged when no row's mean changes by more than {analysis['converged_change']} points.",
+        f"as converged when no row's mean changes by more than {analysis['converged_change']} points. Where it does "
+        "not: 'still falling' when a row's change has its interval below 0 (a longer budget is due), 'rising' when "
+        "above, 'by the means alone' when no interval excludes 0 (more seeds in both cells would tell a fall from "
+        "the seeds' noise).",
         ["from"] + [n for _, n in ROWS] + ["converged"], [True] * (len(ROWS) + 1) + [False])
     for e, b in analysis["budgets"].items():
         h = b["halving"]
