@@ -61,3 +61,33 @@ def test_shapes_statistics_match_the_data():
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
         T.build_transform("mnist", True)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_shapes_transform_is_torchvisions_pil_pipeline_to_the_bit(train):
+    """The built-in transform skips PIL; torchvision's Compose on PIL images gives the same floats and draws the
+    same random numbers (the flips fall on the same images), so runs train on the same tensors either way."""
+    from torchvision import transforms as tv
+
+    steps = [tv.RandomHorizontalFlip()] if train else []
+    pil = tv.Compose([*steps, tv.ToTensor(), tv.Normalize(T.SHAPES_MEAN, T.SHAPES_STD)])
+    ds = ShapesClassification("train", size=16, length=64, seed=3)
+    images = [ds.sample(i)[0] for i in range(len(ds))]
+    torch.manual_seed(0)
+    want = [pil(Image.fromarray(x)) for x in images]
+    after_want = torch.rand(1)
+    torch.manual_seed(0)
+    got = [T.build_transform("shapes", train)(x) for x in images]
+    assert torch.equal(torch.rand(1), after_want)  # one draw per training image, as RandomHorizontalFlip
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    flipped = [not torch.equal(a, T.shapes_eval()(x)) for a, x in zip(got, images)]
+    assert (0 < sum(flipped) < len(images)) == train  # training flips some images, evaluation none
+    torch.manual_seed(0)
+    assert torch.equal(T.build_transform("shapes", train)(Image.fromarray(images[0])), want[0])  # a PIL image too
+
+
+def test_shapes_data_set_hands_its_array_to_the_built_in_transform_and_pil_to_others():
+    ds = ShapesClassification("val", size=16, length=4, seed=0, transform=T.shapes_eval())
+    pil = ShapesClassification("val", size=16, length=4, seed=0, transform=lambda im: (type(im).__name__, im.size))
+    assert torch.equal(ds[2][0], T.shapes_eval()(ds.sample(2)[0])) and ds[2][0].shape == (3, 16, 16)
+    assert pil[2][0] == ("Image", (16, 16))

@@ -295,7 +295,8 @@ class ShapesClassification(Dataset):
         size: image side in pixels.
         length: number of samples (default 10,000 for train, 2,000 for val).
         seed: generator seed; the same seed gives the same images on every machine.
-        transform: called on a PIL image; ``None`` gives a float tensor (3, H, W) in [0, 1].
+        transform: called on a PIL image, or on the (H, W, 3) uint8 array where it has ``takes_array``
+            set (the built-in ``transforms.ShapesTransform``); ``None`` gives a float tensor (3, H, W) in [0, 1].
         cache: keep every rendered sample in memory (about 4 bytes per pixel) so that later epochs skip
             the rendering; ``None`` follows the class attribute ``cache_rendered`` (default False), which a
             process can switch on for the data sets that training builds (the experiment runner does).
@@ -347,6 +348,8 @@ class ShapesClassification(Dataset):
         image, label, _ = self.sample(index)
         if self.transform is None:
             return torch.from_numpy(image).permute(2, 0, 1).float().div_(255), label
+        if getattr(self.transform, "takes_array", False):  # the built-in transform (transforms.ShapesTransform)
+            return self.transform(image), label
         return self.transform(Image.fromarray(image)), label
 
     def __repr__(self) -> str:
