@@ -29,6 +29,7 @@ from typing import Any
 from ..training.metrics import validated
 from .grids import MAIN_CONTRASTS as CONTRASTS
 from .grids import MAIN_ROWS
+from .report import final_errors
 from .stats import (
     EQUIVALENCE_MARGIN,
     SEED_CAP,
@@ -112,10 +113,6 @@ def device_kind(record: dict[str, Any]) -> str:
     return record["machine"].get("gpu") or "CPU"
 
 
-def _errors(runs: dict[int, dict[str, Any]]) -> dict[int, float]:
-    return {s: float(r["final_val_top1_err"]) for s, r in runs.items()}
-
-
 def _validated(record: dict[str, Any]) -> int:
     """How many epochs of the run were measured on the validation set (``eval_every``; a record without its
     history counts as every epoch)."""
@@ -137,13 +134,13 @@ def analyse(budgets: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> dict[st
         entry: dict[str, Any] = {"rows": {}, "contrasts": {}, "halving": None, "complete": complete}
         for key, _ in ROWS:
             if key in rows:
-                errs = _errors(rows[key])
+                errs = final_errors(rows[key])
                 entry["rows"][key] = {**summarize(list(errs.values())).to_dict(), "seeds": sorted(errs),
                                       "wall_time_s": sum(r["wall_time_s"] for r in rows[key].values()) / len(errs),
                                       "validated_epochs": sorted({_validated(r) for r in rows[key].values()})}
         for a, b in CONTRASTS:
             if a in rows and b in rows:
-                d = paired_difference(_errors(rows[a]), _errors(rows[b]))
+                d = paired_difference(final_errors(rows[a]), final_errors(rows[b]))
                 # the seeds a ±margin interval would need at this spread (the plan for the powered grids), and
                 # where that is more than SEED_CAP, the half-width SEED_CAP seeds would reach
                 plan = interval_plan(d) if d is not None else {}
@@ -157,7 +154,7 @@ def analyse(budgets: dict[int, dict[str, dict[int, dict[str, Any]]]]) -> dict[st
             changes = {}
             for key, _ in ROWS:
                 if key in rows and key in half:
-                    d = paired_difference(_errors(rows[key]), _errors(half[key]))
+                    d = paired_difference(final_errors(rows[key]), final_errors(half[key]))
                     if d is not None:
                         changes[key] = _summary_dict(d)
             # Decided only between complete cells: a cell in progress would decide from its first seeds.
@@ -183,7 +180,7 @@ def twin(study: dict[int, dict[str, dict[int, dict[str, Any]]]],
         rows = {}
         for key, _ in ROWS:
             if key in study[epochs] and key in reference[epochs]:
-                d = paired_difference(_errors(study[epochs][key]), _errors(reference[epochs][key]))
+                d = paired_difference(final_errors(study[epochs][key]), final_errors(reference[epochs][key]))
                 if d is not None:
                     rows[key] = {**_summary_dict(d), "verdict": verdict(d)}
         agree = len(rows) == len(ROWS) and all(r["verdict"].startswith("equivalent") for r in rows.values())
@@ -209,14 +206,15 @@ def converged_words(analysis: dict[str, Any]) -> str:
 
 
 def halving_words(halving: dict[str, Any]) -> str:
-    """'yes'; 'in progress' (a cell of the two is not complete yet); or why not: 'no: still falling' where a row's
-    change has its interval below 0, 'no: rising' where above, else 'no: by the means alone' (a mean moved by more
-    than the threshold, its interval spans 0: the seeds cannot tell a fall from noise)."""
+    """'yes'; 'in progress' (a cell of the two is not complete yet); or why not, from the rows whose mean moved by
+    more than the threshold: 'no: still falling' where such a row's change has its interval below 0, 'no: rising'
+    where above, else 'no: by the means alone' (their intervals span 0: the seeds cannot tell a move from noise)."""
     if halving["converged"] is None:
         return "in progress"
     if halving["converged"]:
         return "yes"
-    changes = halving["change"].values()
+    # the reason lies with the rows that moved too far; a row within the threshold fails nothing
+    changes = [c for c in halving["change"].values() if abs(c["mean"]) > CONVERGED_CHANGE]
     if any(c["ci_high"] < 0 for c in changes):
         return "no: still falling"
     if any(c["ci_low"] > 0 for c in changes):

@@ -55,16 +55,21 @@ def mean_curve(runs: list[dict[str, Any]], key: str = "val_top1_err") -> tuple[l
     return epochs, [sum(v) / len(v) for v in values]
 
 
+def final_errors(runs: dict[int, dict[str, Any]]) -> dict[int, float]:
+    """``{seed: final validation top-1 error}`` of one row's records."""
+    return {s: float(r["final_val_top1_err"]) for s, r in runs.items()}
+
+
 def row_statistics(grid: Grid, data: dict[str, Any]) -> list[dict[str, Any]]:
     """One dict per grid row with records: summaries, paired difference to the baseline, final slope."""
     by_row = _by_row(data["records"])
-    base = {s: r["final_val_top1_err"] for s, r in by_row.get(grid.baseline, {}).items()}
+    base = final_errors(by_row.get(grid.baseline, {}))
     out = []
     for row in grid.rows:
         runs = by_row.get(row.key)
         if not runs:
             continue
-        errs = {s: r["final_val_top1_err"] for s, r in runs.items()}
+        errs = final_errors(runs)
         epochs, curve = mean_curve(list(runs.values()))
         paper = {p["table"]: p["value"] for p in row.paper_numbers}
         base_row = grid.row(grid.baseline)
@@ -85,10 +90,6 @@ def row_statistics(grid: Grid, data: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _errors(runs: dict[int, dict[str, Any]]) -> dict[int, float]:
-    return {s: r["final_val_top1_err"] for s, r in runs.items()}
-
-
 def main_contrasts(grid: Grid, data: dict[str, Any]) -> list[dict[str, Any]]:
     """The ``MAIN_CONTRASTS`` whose two rows have records in this grid: the paired difference ("diff"), and
     what its spread asks of the seeds (``stats.interval_plan``)."""
@@ -96,7 +97,7 @@ def main_contrasts(grid: Grid, data: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for a, b in MAIN_CONTRASTS:
         if a in by_row and b in by_row and {a, b} <= {r.key for r in grid.rows}:
-            d = paired_difference(_errors(by_row[a]), _errors(by_row[b]))
+            d = paired_difference(final_errors(by_row[a]), final_errors(by_row[b]))
             if d is not None:
                 out.append({"key": f"{a}-{b}", "name": f"{MAIN_ROWS[a]} − {MAIN_ROWS[b]}", "diff": d,
                             **interval_plan(d)})
