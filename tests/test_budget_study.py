@@ -288,3 +288,13 @@ def test_a_halving_that_fails_says_whether_the_error_still_falls_or_the_seeds_ca
     assert words == {"48": "no: by the means alone", "96": "no: still falling", "192": "no: rising"}
     assert "| 48 | 24 | -1.00 [" in (tmp_path / "results.md").read_text()
     assert " | no: by the means alone |" in (tmp_path / "results.md").read_text()
+
+
+def test_the_report_states_the_design_its_cells_were_trained_with():
+    cell = {"image_size": 16, "train_samples": 24000, "val_samples": 10000, "data_seed": None, "batch_size": 32,
+            "optimizer": "adamw", "lr": 0.01, "weight_decay": 0.05, "lr_schedule": "cosine"}  # fmt: skip
+    words = budget.design_words(cell)
+    assert words.startswith("16 px, 24,000 training / 10,000 validation images (each seed its own), batch 32, AdamW")
+    assert "cosine schedule to zero" in words
+    assert "each seed its own" not in budget.design_words({**cell, "data_seed": 0})
+    assert budget.design_words({"epochs": 48}) == ""  # a results file without its budget states none

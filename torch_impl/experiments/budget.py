@@ -107,6 +107,23 @@ def budget_differences(cells: dict[int, dict[str, Any]]) -> dict[str, dict[str, 
     return differ
 
 
+OPTIMIZERS = {"adamw": "AdamW", "sgd": "SGD"}  # the config's names as the prose writes them
+
+
+def design_words(budget: dict[str, Any]) -> str:
+    """The benchmark's design as a cell's budget states it, e.g. '16 px, 3,000 training / 10,000 validation images
+    (each seed its own), batch 32, AdamW (lr 0.01, weight decay 0.05), cosine schedule to zero'; '' without one."""
+    keys = ("image_size", "train_samples", "val_samples", "batch_size", "optimizer", "lr", "weight_decay",
+            "lr_schedule")  # fmt: skip
+    if not all(k in budget for k in keys):  # a results file without its budget (hand-made ones in the tests)
+        return ""
+    own = " (each seed its own)" if budget.get("data_seed", 0) is None else ""
+    schedule = "cosine schedule to zero" if budget["lr_schedule"] == "cosine" else f"{budget['lr_schedule']} schedule"
+    return (f"{budget['image_size']} px, {budget['train_samples']:,} training / {budget['val_samples']:,} validation "
+            f"images{own}, batch {budget['batch_size']}, {OPTIMIZERS.get(budget['optimizer'], budget['optimizer'])} (lr {budget['lr']}, weight decay "
+            f"{budget['weight_decay']}), {schedule}")
+
+
 def device_kind(record: dict[str, Any]) -> str:
     """'NVIDIA H200' for a GPU run, 'CPU' for any CPU run: CPU runs of one torch build differ only in rounding
     from one x86-64 model to another, a GPU run differs more (TF32, other kernels; cpu_twin in the README)."""
@@ -242,7 +259,8 @@ def render_markdown(analysis: dict[str, Any], machine: str) -> str:
     margin = analysis["margin"]
     lines = ["# Budget study: plain, SE and 3D-AFF ResNet-20 on the built-in shapes at budgets that double"]
     lines += _section(
-        f"Recipe `experiments_shapes_v2`; {machine}. Final validation top-1 error (%) after the last epoch, mean "
+        (f"Design: {analysis['design']}; {machine}" if analysis.get("design") else machine[:1].upper() + machine[1:])
+        + ". Final validation top-1 error (%) after the last epoch, mean "
         "[95 % t-interval] over seeds. Each seed draws its own images; within a seed every row and every budget "
         "trains the same images in the same order, so differences are paired seed by seed.",
         [f"{n}: seeds, error" for _, n in ROWS] + ["s / run (plain, SE, 3D-AFF)"], [True] * (len(ROWS) + 1))
@@ -360,7 +378,8 @@ def plot(analysis: dict[str, Any], path: Path) -> None:
         a_.set_title(title, fontsize=9)
         a_.grid(alpha=0.3)
         a_.legend(fontsize=7)
-    fig.suptitle("ResNet-20 family on the built-in shapes (16 px), recipe experiments_shapes_v2", fontsize=9)
+    design = analysis.get("design")
+    fig.suptitle("ResNet-20 family on the built-in shapes" + (f"\n{design}" if design else ""), fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -380,9 +399,11 @@ def study(folder: Path, twin_of: Path | None = None) -> dict[str, Any]:
     budgets = load_budgets(folder)
     if not budgets:
         raise ValueError(f"no budget results in {folder}: expected e<EPOCHS>/table1/results.json")
-    differences = budget_differences({e: b for e, b in cell_budgets(folder).items() if e in budgets})
+    cells = {e: b for e, b in cell_budgets(folder).items() if e in budgets}
+    differences = budget_differences(cells)
     analysis = analyse(budgets)
     analysis["machine"] = machine_of(budgets)
+    analysis["design"] = design_words(next(iter(cells.values()), {}))  # the cells share it (budget_differences)
     analysis["differences"] = differences
     if twin_of is not None:
         reference = load_budgets(twin_of)
