@@ -68,3 +68,12 @@ def test_a_folder_without_a_study_or_its_budget_says_error(tmp_path, capsys):
     bare.write_text(json.dumps({"records": records}))
     assert designs.main([str(tmp_path / "bare"), "--out", str(tmp_path / "out")]) == 2
     assert "states no budget" in capsys.readouterr().err
+
+
+def test_the_committed_comparison_is_what_its_studies_give():
+    committed = json.loads((ROOT / "docs" / "results" / "experiments" / "trials" / designs.OUT_JSON).read_text())
+    folders = [ROOT / s for s in dict.fromkeys(c["study"] for c in committed["cells"])]
+    again = json.loads(json.dumps(designs.compare(folders)))
+    assert again == committed
+    md = ROOT / "docs" / "results" / "experiments" / "trials" / designs.OUT_MD
+    assert designs.render_markdown(again) == md.read_text()

@@ -55,6 +55,7 @@ def cells(folder: Path) -> list[dict[str, Any]]:
             "epochs": int(epochs), "images_seen": int(epochs) * int(design["train_samples"]),
             "errors": {key: b["rows"][key]["mean"] for key, _ in ROWS}, "spread": spread,
             "seeds_for_margin": seeds, "seconds_per_seed": per_seed, "hours_for_margin": seeds * per_seed / 3600,
+            "validated_epochs": max(v for key, _ in ROWS for v in b["rows"][key]["validated_epochs"]),
             "halving": halving_words(b["halving"]) if b["halving"] else "half not measured",
         })  # fmt: skip
     return out
@@ -74,14 +75,15 @@ def render_markdown(comparison: dict[str, Any]) -> str:
     contrasts = [f"{names[a]} − {names[c]}" for a, c in CONTRASTS]
     columns = [*(["machine"] if by_machine else []), *varies, "epochs", "images seen",
                *(f"{n} error" for _, n in ROWS), *(f"spread {c}" for c in contrasts), f"seeds for ±{margin}",
-               "s per seed", "compile", "CPU-h", "halving"]  # fmt: skip
+               "s per seed", "compile", "validated", "CPU-h", "halving"]  # fmt: skip
     intro = (
         f"The complete cells of the budget studies compared; the designs differ in {', '.join(varies) or 'nothing'} "
         "(each cell's full budget in `designs.json`). Errors are seed means of the final validation top-1 error "
         f"(%). Spread: the standard deviation of each contrast's paired differences over the cell's seeds. Seeds: "
         f"what a ±{margin}-point interval needs at the widest spread (a rough estimate from the cell's few seeds). "
         "Run time: one run of each row, one thread per run, as the cell's records measured it (the `compile` "
-        "column: torch.compile, cheaper per run; runs shared the machine two at a time). CPU-hours: seeds x run "
+        "column: torch.compile, cheaper per run; runs shared the machine two at a time; `validated`: on how many "
+        "epochs a run measured the validation set, the most in the cell, which costs forward passes). CPU-hours: seeds x run "
         "time. Halving: whether the cell counts as converged against half its epochs (each study's `results.md`)."
     )
     lines = [
@@ -100,7 +102,7 @@ def render_markdown(comparison: dict[str, Any]) -> str:
         values += [f"{e['errors'][k]:.2f}" for k, _ in ROWS]
         values += [f"{e['spread'][f'{a}-{c}']:.2f}" for a, c in CONTRASTS]
         values += [str(e["seeds_for_margin"]), f"{e['seconds_per_seed']:,.0f}", str(e["design"].get("compile", False)),
-                   f"{e['hours_for_margin']:,.1f}", e["halving"]]  # fmt: skip
+                   str(e["validated_epochs"]), f"{e['hours_for_margin']:,.1f}", e["halving"]]  # fmt: skip
         lines.append("| " + " | ".join(values) + " |")
     studies = ", ".join(f"`{s}`" for s in dict.fromkeys(e["study"] for e in comparison["cells"]))
     lines += ["", f"Machines: {'; '.join(m.removeprefix('trained on ') for m in machines)}. Studies: {studies}.", ""]
