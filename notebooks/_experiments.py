@@ -229,7 +229,7 @@ def halving_phrase(halving: dict) -> str:
 
 
 def budget_lines(study: dict) -> list[str]:
-    """What a budget study found, in words: the converged budget, each halving, the contrasts at each budget,
+    """What a budget study found, in words: the converged budget, the design, each halving, the contrasts at each budget,
     how many of them exclude 0 against chance, and, for a study with a twin on another device, whether the two
     agree."""
     from torch_impl.experiments.budget import converged_words, interval_text
@@ -238,6 +238,8 @@ def budget_lines(study: dict) -> list[str]:
         return f"{interval_text(d).removesuffix(' (1 seed)')} (n={d['n']})"
 
     lines = [f"{study['machine']}; converged budget: {converged_words(study)}"]
+    if study.get("design"):
+        lines.append(f"  design: {study['design']}")
     for epochs, b in study["budgets"].items():
         h = b["halving"]
         if h:
@@ -277,6 +279,26 @@ def budget_table(study: dict) -> pd.DataFrame:
                 line[f"{name} change from E/2"] = f"{h['mean']:+.2f} [{h['ci_low']:+.2f}, {h['ci_high']:+.2f}]"
         lines.append(line)
     return pd.DataFrame(lines).set_index("epochs").fillna("")
+
+
+def design_table(results_dir: str | Path = RESULTS) -> pd.DataFrame:
+    """The benchmark designs side by side (``python -m torch_impl.experiments.designs`` writes
+    ``trials/designs.json``): per complete cell, the errors, the widest spread of the three contrasts' paired
+    differences, the seeds a ±0.5-point interval needs at it, one seed's run time and their product."""
+    from torch_impl.experiments.budget import ROWS
+
+    path = Path(results_dir) / "trials" / "designs.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python -m torch_impl.experiments.designs` first")
+    lines = []
+    for c in json.loads(path.read_text())["cells"]:
+        line = {"training images": c["design"]["train_samples"], "epochs": c["epochs"], "images seen": c["images_seen"]}
+        line |= {f"{name} error (%)": round(c["errors"][key], 2) for key, name in ROWS}
+        line |= {"widest spread": round(max(c["spread"].values()), 2), "seeds for ±0.5": c["seeds_for_margin"],
+                 "s per seed": round(c["seconds_per_seed"]), "CPU-h for ±0.5": round(c["hours_for_margin"], 1),
+                 "halving": c["halving"]}  # fmt: skip
+        lines.append(line)
+    return pd.DataFrame(lines).set_index(["training images", "epochs"])
 
 
 def verdict_of(d: dict, margin: float = EQUIVALENCE_MARGIN) -> str:

@@ -77,3 +77,14 @@ def test_the_committed_comparison_is_what_its_studies_give():
     assert again == committed
     md = ROOT / "docs" / "results" / "experiments" / "trials" / designs.OUT_MD
     assert designs.render_markdown(again) == md.read_text()
+
+
+def test_the_recipe_of_the_third_design_trains_the_trial_s_cells(tmp_path, capsys):
+    """experiments_shapes_v3 is the trial's design: its runs have the trial cells' budget, so they join them."""
+    from torch_impl.experiments.__main__ import main
+
+    trial = ROOT / "docs" / "results" / "experiments" / "trials" / "budget_train24k" / "e6" / "table1" / "results.json"
+    argv = ["table1", "--recipe", "experiments_shapes_v3", "--rows", "resnet", "--seeds", "1", "--set", "epochs=6",
+            "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"), "--dry-run"]  # fmt: skip
+    assert main(argv) == 0
+    assert f"/{json.loads(trial.read_text())['budget_id']}/" in capsys.readouterr().out
