@@ -212,7 +212,8 @@ def detection_table(data: dict, task: str = "box") -> pd.DataFrame:
 
 def budget_study(results_dir: str | Path = RESULTS, folder: str = "budget") -> dict:
     """A budget study's analysis (``python -m torch_impl.experiments.budget --out <results_dir>/<folder>``
-    writes it): ``budget`` the H200 study, ``budget_cpu`` the CPU one."""
+    writes it): ``budget`` the H200 study, ``budget_cpu`` the CPU one, ``trials/budget_train24k`` the CPU study of
+    24,000 training images."""
     path = Path(results_dir) / folder / "results.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `python -m torch_impl.experiments.budget` first")
@@ -229,8 +230,8 @@ def halving_phrase(halving: dict) -> str:
 
 
 def budget_lines(study: dict) -> list[str]:
-    """What a budget study found, in words: the converged budget, the design, each halving, the contrasts at each budget,
-    how many of them exclude 0 against chance, and, for a study with a twin on another device, whether the two
+    """What a budget study found, in words: the converged budget, the design, each halving, the contrasts at each
+    budget, how many of them exclude 0 against chance, and, for a study with a twin on another device, whether the two
     agree."""
     from torch_impl.experiments.budget import converged_words, interval_text
 

@@ -88,3 +88,9 @@ def test_the_recipe_of_the_third_design_trains_the_trial_s_cells(tmp_path, capsy
             "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"), "--dry-run"]  # fmt: skip
     assert main(argv) == 0
     assert f"/{json.loads(trial.read_text())['budget_id']}/" in capsys.readouterr().out
+
+
+def test_studies_without_a_complete_cell_say_error_and_write_nothing(tmp_path, capsys):
+    write_cell(tmp_path / "study", 12, {"resnet": PLAIN, "se": PLAIN[:2], "aff3d": PLAIN[:2]}, 10.0)  # in progress
+    assert designs.main([str(tmp_path / "study"), "--out", str(tmp_path / "out")]) == 2
+    assert "no complete cell" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -12,7 +12,8 @@ budget: the slope of the last epochs says nothing about convergence. Only a long
 by more than ``CONVERGED_CHANGE`` points (both budgets measured, not assumed). The same seed trains the
 same images in the same order at every budget, so the change is paired seed by seed, and so are the
 contrasts between rows at one budget. A study's records come from one kind of device (one GPU model, or
-CPUs): each has its own folder, ``budget/`` for the H200 runs, ``budget_cpu/`` for the CPU runs.
+CPUs) and one design: each has its own folder, ``budget/`` for the H200 runs, ``budget_cpu/`` for the CPU runs,
+``trials/budget_train24k/`` for the CPU runs of 24,000 training images (recipe ``experiments_shapes_v3``).
 """
 
 from __future__ import annotations
@@ -119,8 +120,9 @@ def design_words(budget: dict[str, Any]) -> str:
         return ""
     own = " (each seed its own)" if budget.get("data_seed", 0) is None else ""
     schedule = "cosine schedule to zero" if budget["lr_schedule"] == "cosine" else f"{budget['lr_schedule']} schedule"
+    optimizer = OPTIMIZERS.get(budget["optimizer"], budget["optimizer"])
     return (f"{budget['image_size']} px, {budget['train_samples']:,} training / {budget['val_samples']:,} validation "
-            f"images{own}, batch {budget['batch_size']}, {OPTIMIZERS.get(budget['optimizer'], budget['optimizer'])} (lr {budget['lr']}, weight decay "
+            f"images{own}, batch {budget['batch_size']}, {optimizer} (lr {budget['lr']}, weight decay "
             f"{budget['weight_decay']}), {schedule}")
 
 

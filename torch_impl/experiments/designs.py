@@ -83,8 +83,8 @@ def render_markdown(comparison: dict[str, Any]) -> str:
         f"what a ±{margin}-point interval needs at the widest spread (a rough estimate from the cell's few seeds). "
         "Run time: one run of each row, one thread per run, as the cell's records measured it (the `compile` "
         "column: torch.compile, cheaper per run; runs shared the machine two at a time; `validated`: on how many "
-        "epochs a run measured the validation set, the most in the cell, which costs forward passes). CPU-hours: seeds x run "
-        "time. Halving: whether the cell counts as converged against half its epochs (each study's `results.md`)."
+        "epochs a run measured the validation set, the most in the cell, which costs forward passes). CPU-hours: "
+        "seeds x run time. Halving: whether the cell counts as converged against half its epochs (each study's `results.md`)."
     )
     lines = [
         "# Benchmark designs: what a powered comparison costs in each",
@@ -109,12 +109,10 @@ def render_markdown(comparison: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write(folders: list[Path], out: Path) -> dict[str, Any]:
-    comparison = compare(folders)
+def write(comparison: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / OUT_JSON).write_text(json.dumps(comparison, indent=1) + "\n")
     (out / OUT_MD).write_text(render_markdown(comparison))
-    return comparison
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,12 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help=f"folder for {OUT_MD} and {OUT_JSON}")
     args = p.parse_args(argv)
     try:
-        comparison = write([Path(s) for s in args.studies], Path(args.out))
+        comparison = compare([Path(s) for s in args.studies])
+        if not comparison["cells"]:  # checked before anything is written: an empty report replaces no good one
+            raise ValueError("no complete cell in these studies (a cell needs 4 seeds of each row)")
+        write(comparison, Path(args.out))
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    if not comparison["cells"]:
-        print("error: no complete cell in these studies (a cell needs 4 seeds of each row)", file=sys.stderr)
         return 2
     cheapest = min(comparison["cells"], key=lambda e: e["hours_for_margin"] if e["halving"] == "yes" else math.inf)
     print(f"{len(comparison['cells'])} cells; wrote {args.out}/{OUT_MD}, {OUT_JSON}"
